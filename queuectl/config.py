@@ -1,0 +1,160 @@
+"""Configuration keys, defaults, aliases and validation; load and save of config.json."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+
+from .errors import BadInput, StoreError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: float
+    integer: bool
+    minimum: float
+    maximum: float
+    meaning: str
+    aliases: tuple = ()
+
+
+SETTINGS = {
+    s.name: s
+    for s in (
+        Setting("max_retries", 3, True, 0, 1_000_000, "default retries for new jobs",
+                ("max_retries_default", "default_max_retries")),
+        Setting("backoff_base", 2, False, 1, 1_000, "base of the exponential backoff"),
+        Setting("backoff_max", 3600, False, 0, 31_536_000, "cap on one backoff delay, seconds"),
+        Setting("timeout_seconds", 0, False, 0, 31_536_000, "default run timeout, 0 = none",
+                ("timeout", "job_timeout")),
+        Setting("poll_interval", 1.0, False, 0.05, 3600,
+                "longest an idle worker sleeps between looks, seconds"),
+        Setting("lease_seconds", 30, False, 1, 86_400, "how soon a dead worker's job is taken back"),
+    )
+}
+DEFAULTS = {name: s.default for name, s in SETTINGS.items()}
+_ALIASES = {alias: s.name for s in SETTINGS.values() for alias in (s.name, *s.aliases)}
+
+
+def canonical(key: str) -> str:
+    """The setting's name for a key or alias; hyphens and underscores are interchangeable."""
+    name = _ALIASES.get(key.strip().lower().replace("-", "_"))
+    if name is None:
+        raise BadInput(f"unknown config key {key!r}; valid keys: {', '.join(SETTINGS)}")
+    return name
+
+
+def validate(name: str, value: object) -> float:
+    """The value if it suits the setting, else BadInput saying what is valid."""
+    setting = SETTINGS[name]
+    kind = "a whole number" if setting.integer else "a number"
+    wanted = f"{name} must be {kind} from {_plain(setting.minimum)} to {_plain(setting.maximum)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadInput(f"invalid value {value!r}: {wanted}")
+    if setting.integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise BadInput(f"invalid value {value!r}: {wanted}")
+    if not math.isfinite(value) or not setting.minimum <= value <= setting.maximum:
+        raise BadInput(f"invalid value {value!r}: {wanted}")
+    return int(value) if setting.integer else value
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def parse_value(name: str, text: str) -> float:
+    """A setting's value from the command line's text."""
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            value = text
+    return validate(name, value)
+
+
+def format_value(value: float) -> str:
+    """How `config get KEY` prints a value: `3`, `1.0`."""
+    return json.dumps(value)
+
+
+def load(path: str) -> dict:
+    """Defaults overlaid with the file's settings; a corrupt file is an error naming it."""
+    values = dict(DEFAULTS)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            stored = json.load(handle)
+    except FileNotFoundError:
+        return values
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"corrupt config file {path}: {exc}") from None
+    if not isinstance(stored, dict):
+        raise StoreError(f"corrupt config file {path}: expected a JSON object")
+    for key, value in stored.items():
+        try:
+            name = canonical(key)
+            values[name] = validate(name, value)
+        except BadInput as exc:
+            raise StoreError(f"corrupt config file {path}: {exc}") from None
+    return values
+
+
+def save(path: str, values: dict) -> None:
+    """Write atomically (temp file + rename), mode 0600."""
+    temp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(values, handle, indent=2)
+            handle.write("\n")
+        os.replace(temp, path)
+    except OSError as exc:
+        raise StoreError(f"cannot write config file {path}: {exc.strerror}") from None
+
+
+def set_value(path: str, key: str, text: str) -> tuple:
+    """Validate and store one setting; returns (name, value)."""
+    name = canonical(key)
+    value = parse_value(name, text)
+    values = load(path)
+    values[name] = value
+    save(path, values)
+    return name, value
+
+
+def reset(path: str, key: str | None = None) -> list:
+    """Restore one setting, or all, to the defaults; returns the names reset."""
+    if key is None:
+        save(path, dict(DEFAULTS))
+        return list(SETTINGS)
+    name = canonical(key)
+    values = load(path)
+    values[name] = DEFAULTS[name]
+    save(path, values)
+    return [name]
+
+
+class LiveConfig:
+    """The settings as a running worker sees them: re-read when config.json changes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp: object = None
+        self._values = dict(DEFAULTS)
+
+    def current(self) -> dict:
+        try:
+            info = os.stat(self.path)
+            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            try:
+                self._values = load(self.path)
+            except StoreError:
+                pass  # keep the last good settings while someone edits the file by hand
+            self._stamp = stamp
+        return self._values

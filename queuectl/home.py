@@ -1,0 +1,68 @@
+"""The queue home: where it is, what it holds, and creating it with private permissions."""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+from .errors import StoreError
+
+ENV_VAR = "QUEUECTL_HOME"
+
+
+def resolve(option: str | None) -> str:
+    """`--home`, else $QUEUECTL_HOME, else ~/.queuectl; never the current directory."""
+    chosen = option or os.environ.get(ENV_VAR) or os.path.join(os.path.expanduser("~"), ".queuectl")
+    return os.path.abspath(os.path.expanduser(chosen))
+
+
+@dataclass(frozen=True)
+class QueueHome:
+    root: str
+
+    @property
+    def db_path(self) -> str:
+        return os.path.join(self.root, "queue.db")
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.root, "config.json")
+
+    @property
+    def logs_dir(self) -> str:
+        return os.path.join(self.root, "logs")
+
+    @property
+    def pool_log_path(self) -> str:
+        """Where a detached pool writes its own messages."""
+        return os.path.join(self.logs_dir, "workers.log")
+
+    def log_path(self, job_id: str) -> str:
+        # Job ids are validated to a safe alphabet that cannot name another directory.
+        return os.path.join(self.logs_dir, f"{job_id}.log")
+
+    def pidfile_path(self, pool_id: str) -> str:
+        return os.path.join(self.root, f"pool-{pool_id}.pid")
+
+    def pidfiles(self) -> list:
+        return sorted(glob.glob(os.path.join(glob.escape(self.root), "pool-*.pid")))
+
+    def ensure(self) -> "QueueHome":
+        """Create the home and its logs folder, mode 0700, on first use."""
+        for path in (self.root, self.logs_dir):
+            if os.path.isdir(path):
+                continue
+            try:
+                os.makedirs(path, mode=0o700, exist_ok=True)
+                os.chmod(path, 0o700)
+            except OSError as exc:
+                raise StoreError(f"cannot create queue home {path}: {exc.strerror}") from None
+        return self
+
+
+def create_private(path: str) -> None:
+    """Create an empty file with mode 0600 unless it exists, so SQLite inherits the mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise StoreError(f"cannot create {path}: {exc.strerror}") from None

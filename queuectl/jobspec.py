@@ -1,0 +1,256 @@
+"""Turning what a user typed or wrote (JSON, flags, files) into validated NewJob records."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from .errors import BadInput
+from .models import PENDING, NewJob
+from .timeutil import MAX_DURATION, parse_duration, parse_iso
+
+ID_RULE = "1-128 characters of A-Z a-z 0-9 _ . - : @, not starting with . or -"
+_ID = re.compile(r"[A-Za-z0-9_:@][A-Za-z0-9_.:@-]{0,127}")
+JOB_KEYS = ("id", "command", "max_retries", "priority", "delay", "run_at", "timeout", "cwd")
+# Keys of the full job form, accepted only with the values a new job has, so that a job
+# printed by `show --json` can be enqueued again.
+INITIAL_VALUES = {"state": (PENDING,), "attempts": (0,), "exit_code": (None,), "last_error": (None,)}
+ANY_VALUE = ("created_at", "updated_at")
+MAX_COMMAND = 128 * 1024  # Linux refuses a longer single argument to exec (MAX_ARG_STRLEN)
+MAX_PRIORITY = 1_000_000_000
+MAX_RETRIES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a job gets for the fields it leaves out."""
+
+    max_retries: int
+    timeout: Optional[float]
+    cwd: str
+    now: float
+
+
+def validate_id(value: object) -> str:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "..."
+        raise BadInput(f"invalid job id {shown!r}: use {ID_RULE}")
+    return value
+
+
+def _whole(value: object, name: str, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadInput(f"invalid {name} {value!r}: must be a whole number from {low} to {high}")
+    return value
+
+
+def _command(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadInput(f"invalid command {value!r}: must be a non-empty string")
+    if "\0" in value:
+        raise BadInput("invalid command: it contains a NUL character")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_COMMAND:
+        raise BadInput("command is longer than 128 KiB; put it in a script and enqueue that")
+    return value
+
+
+def _timeout(value: object) -> Optional[float]:
+    if value is None:
+        return None
+    seconds = parse_duration(value, "timeout")
+    if seconds > 365 * 86400:
+        raise BadInput(f"invalid timeout {value!r}: at most one year")
+    return int(seconds) if float(seconds).is_integer() else seconds
+
+
+def _cwd(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadInput(f"invalid cwd {value!r}: must be a directory path")
+    path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.isdir(path):
+        raise BadInput(f"invalid cwd {value!r}: no such directory")
+    return path
+
+
+def _run_at(fields: dict, now: float) -> float:
+    if fields.get("delay") is not None and fields.get("run_at") is not None:
+        raise BadInput("give either delay or run_at, not both")
+    if fields.get("run_at") is not None:
+        moment = parse_iso(fields["run_at"], "run_at")
+        if abs(moment - now) > MAX_DURATION:
+            raise BadInput(f"invalid run_at {fields['run_at']!r}: too far from now")
+        return moment
+    if fields.get("delay") is not None:
+        return now + parse_duration(fields["delay"], "delay")
+    return now
+
+
+def check_keys(obj: dict) -> None:
+    """Refuse keys a new job cannot have, and full-form keys with non-initial values."""
+    for key, value in obj.items():
+        if key in JOB_KEYS or key in ANY_VALUE:
+            continue
+        if key in INITIAL_VALUES:
+            if value not in INITIAL_VALUES[key] or isinstance(value, bool):
+                allowed = INITIAL_VALUES[key][0]
+                raise BadInput(f"{key} {value!r} is not accepted: a new job has {key} {json.dumps(allowed)}")
+            continue
+        raise BadInput(f"unknown key {key!r}; valid keys: {', '.join(JOB_KEYS)}")
+
+
+def build(fields: dict, defaults: Defaults) -> NewJob:
+    """A NewJob from merged JSON fields and flags; raises BadInput naming the bad field."""
+    check_keys(fields)
+    if fields.get("command") is None:
+        raise BadInput("no command given: pass it as JOB, --cmd, --command-file or in the JSON")
+    job_id = fields.get("id")
+    max_retries = fields.get("max_retries")
+    priority = fields.get("priority")
+    timeout = fields["timeout"] if "timeout" in fields else defaults.timeout
+    cwd = fields.get("cwd")
+    return NewJob(
+        id=None if job_id is None else validate_id(job_id),
+        command=_command(fields["command"]),
+        max_retries=defaults.max_retries if max_retries is None
+        else _whole(max_retries, "max_retries", 0, MAX_RETRIES),
+        priority=0 if priority is None else _whole(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY),
+        timeout=_timeout(timeout),
+        run_at=_run_at(fields, defaults.now),
+        cwd=defaults.cwd if cwd is None else _cwd(cwd),
+    )
+
+
+def looks_like_json(text: str) -> bool:
+    """Whether a positional JOB is meant as JSON rather than as a shell command.
+
+    `{` always starts JSON (use --cmd for a shell group command). `[` and `"` start JSON only
+    when the text parses, since `[ -f x ] && ...` is a shell test; a bare number is refused too.
+    """
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        return True
+    if stripped[:1] in '["' or stripped[:1].isdigit() or stripped[:1] in "-.":
+        try:
+            json.loads(stripped)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def parse_object(text: str, where: str = "JOB") -> dict:
+    """One JSON object, or BadInput saying what was wrong with it."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise BadInput(f"malformed JSON in {where}: {exc}") from None
+    if not isinstance(value, dict):
+        hint = " (use --file to enqueue many jobs)" if isinstance(value, list) else ""
+        raise BadInput(f"{where} must be a JSON object, not {_json_kind(value)}{hint}")
+    return value
+
+
+def parse_many(text: str, source: str) -> list:
+    """Job objects from JSON Lines or a JSON array; a bad entry is named by its line or item."""
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            raise BadInput(f"malformed JSON in {source}: {exc}") from None
+        if not isinstance(items, list):
+            raise BadInput(f"{source} must hold JSON Lines or a JSON array of job objects")
+        labelled = [(f"{source} item {n}", item) for n, item in enumerate(items, 1)]
+    else:
+        labelled = []
+        loads = json.loads
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                labelled.append((f"{source} line {number}", loads(line, parse_constant=_refuse_constant)))
+            except ValueError as exc:
+                raise BadInput(f"malformed JSON at {source} line {number}: {exc}") from None
+    for where, item in labelled:
+        if not isinstance(item, dict):
+            raise BadInput(f"{where} must be a JSON object, not {_json_kind(item)}")
+    return labelled
+
+
+def build_many(labelled: Iterable, overrides: dict, defaults: Defaults) -> list:
+    """NewJobs for every (where, object) pair; the first bad one is named in the error."""
+    jobs = []
+    for where, obj in labelled:
+        try:
+            jobs.append(build({**obj, **overrides}, defaults))
+        except BadInput as exc:
+            raise BadInput(f"{where}: {exc}") from None
+    return jobs
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+        return "a number"
+    return type(value).__name__
+
+
+def read_text(path: str, option: str) -> str:
+    """A file's text for an option (`-` is standard input), or BadInput naming it."""
+    if path == "-":
+        import sys
+
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise BadInput(f"cannot read {option} {path}: {reason}") from None
+
+
+def collect(job: Optional[str], job_file: Optional[str], many_file: Optional[str],
+            command: Optional[str], command_file: Optional[str], flags: dict,
+            defaults: Defaults) -> list:
+    """Every way `enqueue` takes jobs, reduced to NewJobs. Flags win over JSON fields."""
+    sources = [name for name, value in (("JOB", job), ("--job-file", job_file), ("--file", many_file))
+               if value is not None]
+    if len(sources) > 1:
+        raise BadInput(f"give only one of {' and '.join(sources)}")
+    if command is not None and command_file is not None:
+        raise BadInput("give only one of --cmd and --command-file")
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    if command_file is not None:
+        overrides["command"] = read_text(command_file, "--command-file").rstrip("\n")
+    elif command is not None:
+        overrides["command"] = command
+
+    if many_file is not None:
+        if "id" in overrides:
+            raise BadInput("--id cannot be used with --file: each job takes its own id")
+        source = "standard input" if many_file == "-" else many_file
+        return build_many(parse_many(read_text(many_file, "--file"), source), overrides, defaults)
+    if job_file is not None:
+        fields = parse_object(read_text(job_file, "--job-file"), job_file)
+    elif job is not None and looks_like_json(job):
+        fields = parse_object(job)
+    elif job is not None:
+        if "command" in overrides:
+            raise BadInput("the command is given twice: as JOB and with --cmd/--command-file")
+        fields = {"command": job}
+    else:
+        fields = {}
+    return [build({**fields, **overrides}, defaults)]

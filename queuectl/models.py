@@ -1,0 +1,111 @@
+"""Records that cross module boundaries: Job, NewJob, Outcome, and the five states."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .timeutil import iso
+
+PENDING = "pending"
+PROCESSING = "processing"
+COMPLETED = "completed"
+FAILED = "failed"
+DEAD = "dead"
+STATES = (PENDING, PROCESSING, COMPLETED, FAILED, DEAD)
+FINISHED = (COMPLETED, DEAD)
+WAITING = (PENDING, FAILED)  # states a worker may claim from once run_at has come
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stored job. Times are epoch seconds; `to_dict` gives SPEC's JSON form."""
+
+    seq: int
+    id: str
+    command: str
+    state: str
+    attempts: int
+    max_retries: int
+    priority: int
+    timeout: Optional[float]
+    run_at: float
+    cwd: str
+    created_at: float
+    updated_at: float
+    exit_code: Optional[int]
+    last_error: Optional[str]
+    worker_id: Optional[str]
+    started_at: Optional[float]
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "Job":
+        return cls(*row)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "command": self.command,
+            "state": self.state,
+            "attempts": self.attempts,
+            "max_retries": self.max_retries,
+            "priority": self.priority,
+            "timeout": self.timeout,
+            "run_at": iso(self.run_at),
+            "cwd": self.cwd,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "exit_code": self.exit_code,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated job about to be enqueued; `id` is None when one is to be generated."""
+
+    id: Optional[str]
+    command: str
+    max_retries: int
+    priority: int
+    timeout: Optional[float]
+    run_at: float
+    cwd: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended. `interrupted` means a forced stop killed it: it does not count."""
+
+    exit_code: Optional[int]
+    error: Optional[str]
+    interrupted: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and self.error is None and not self.interrupted
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A live worker as `worker status` shows it."""
+
+    worker_id: str
+    pid: int
+    pool_id: str
+    host: str
+    started_at: float
+    heartbeat_at: float
+    job_id: Optional[str]
+    job_since: Optional[float]
+
+    def to_dict(self) -> dict:
+        return {
+            "worker_id": self.worker_id,
+            "pid": self.pid,
+            "pool": self.pool_id,
+            "host": self.host,
+            "started_at": iso(self.started_at),
+            "heartbeat_at": iso(self.heartbeat_at),
+            "job": self.job_id,
+            "job_since": iso(self.job_since),
+        }

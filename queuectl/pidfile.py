@@ -1,0 +1,131 @@
+"""Pool pidfiles, and telling whether a PID is really one of our processes (PIDs get reused)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .home import QueueHome
+
+
+def start_time(pid: int) -> Optional[int]:
+    """The process's start time in clock ticks since boot (Linux), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == b"Z":  # a zombie has exited already
+        return None
+    return int(fields[19])
+
+
+def pid_alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    if os.path.isdir("/proc/self"):
+        return start_time(pid) is not None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_ours(pid: int, started: Optional[int]) -> bool:
+    """True only if `pid` is the same queuectl process that was recorded, not a reused PID."""
+    if not os.path.isdir("/proc/self"):
+        return pid_alive(pid)  # no /proc: the best we can do
+    now_started = start_time(pid)
+    if now_started is None or (started is not None and now_started != started):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"queuectl" in handle.read()
+    except OSError:
+        return False
+
+
+@dataclass
+class PoolRecord:
+    """What a pool's pidfile says: the supervisor and its workers, each with its start time."""
+
+    path: str
+    pool_id: str
+    supervisor: int
+    supervisor_started: Optional[int]
+    workers: dict = field(default_factory=dict)  # pid -> start time
+    created: float = 0.0
+
+    def live_supervisor(self) -> bool:
+        return is_ours(self.supervisor, self.supervisor_started)
+
+    def live_workers(self) -> list:
+        return [pid for pid, started in self.workers.items() if is_ours(pid, started)]
+
+    def live_pids(self) -> list:
+        return ([self.supervisor] if self.live_supervisor() else []) + self.live_workers()
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "pool": self.pool_id, "pid": self.supervisor, "started": self.supervisor_started,
+            "workers": [{"pid": pid, "started": started} for pid, started in self.workers.items()],
+            "created": self.created,
+        })
+
+    # -- owned by the supervisor -------------------------------------------------------------
+
+    @classmethod
+    def create(cls, home: QueueHome, pool_id: str) -> "PoolRecord":
+        """Create this pool's pidfile exclusively (O_EXCL), mode 0600."""
+        pid = os.getpid()
+        record = cls(home.pidfile_path(pool_id), pool_id, pid, start_time(pid), {}, time.time())
+        fd = os.open(record.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(record.to_json())
+        return record
+
+    def save(self) -> None:
+        temp = f"{self.path}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.to_json())
+        os.replace(temp, self.path)
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def read_pools(home: QueueHome) -> list:
+    """Every pool pidfile in the home. One that cannot be parsed names no process of ours."""
+    pools = []
+    for path in home.pidfiles():
+        try:
+            with open(path) as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        pools.append(_parse(path, text))
+    return pools
+
+
+def _parse(path: str, text: str) -> PoolRecord:
+    pool_id = os.path.basename(path)[len("pool-"):-len(".pid")]
+    try:
+        data = json.loads(text)
+        workers = {int(w["pid"]): w.get("started") for w in data.get("workers", [])}
+        return PoolRecord(path, pool_id, int(data["pid"]), data.get("started"), workers,
+                          float(data.get("created", 0)))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    try:  # a bare PID, as other tools write: trusted only if it is a queuectl process
+        return PoolRecord(path, pool_id, int(text.strip()), None)
+    except ValueError:
+        return PoolRecord(path, pool_id, 0, None)  # unreadable: names nothing, so it is stale

@@ -1,0 +1,399 @@
+"""The only module that speaks SQL: schema, migrations, and one method per transition or query.
+
+Everything above this module sees Job records and plain values, never a cursor, so a PostgreSQL
+store for workers on several hosts can later implement the same methods.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Iterable, Iterator, Optional
+
+from .errors import Conflict, NotFound, StoreError
+from .home import create_private
+from .models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, Job, NewJob, WorkerInfo
+
+# Callers catch these to report a database failure with its path, without importing sqlite3.
+DB_ERRORS = (sqlite3.Error,)
+BUSY_TIMEOUT_SECONDS = 60.0
+JOB_COLUMNS = (
+    "seq, id, command, state, attempts, max_retries, priority, timeout, run_at, cwd, "
+    "created_at, updated_at, exit_code, last_error, worker_id, started_at"
+)
+_WAITING = "state IN ('pending', 'failed')"  # must match the claim index's WHERE to use it
+
+_SCHEMA_V1 = f"""
+CREATE TABLE jobs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- enqueue order; AUTOINCREMENT never reuses
+    id          TEXT NOT NULL UNIQUE,
+    command     TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending','processing','completed','failed','dead')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    max_retries INTEGER NOT NULL,
+    priority    INTEGER NOT NULL DEFAULT 0,
+    timeout     NUMERIC,  -- keeps 5 an integer and 1.5 a real
+    run_at      REAL NOT NULL,
+    cwd         TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    exit_code   INTEGER,
+    last_error  TEXT,
+    worker_id   TEXT,
+    started_at  REAL
+);
+-- The claim walks this partial index in claim order; finished jobs never enter it.
+CREATE INDEX jobs_claim ON jobs (priority, run_at, seq) WHERE {_WAITING};
+-- `list --state pending|failed` in claim order, and `list --state X` newest first.
+CREATE INDEX jobs_state_order ON jobs (state, priority, run_at, seq);
+CREATE INDEX jobs_state_recent ON jobs (state, seq);
+
+-- Counts kept by triggers, so `status` costs the same at a million jobs as at ten.
+CREATE TABLE job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO job_counts VALUES ('pending', 0), ('processing', 0), ('completed', 0), ('failed', 0), ('dead', 0);
+CREATE TRIGGER jobs_counted_insert AFTER INSERT ON jobs BEGIN
+    UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TRIGGER jobs_counted_update AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+    UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+
+CREATE TABLE workers (
+    worker_id    TEXT PRIMARY KEY,
+    pid          INTEGER NOT NULL,
+    pool_id      TEXT NOT NULL,
+    host         TEXT NOT NULL,
+    started_at   REAL NOT NULL,
+    heartbeat_at REAL NOT NULL
+);
+"""
+
+# Each entry brings the schema from version N-1 to N; append, never edit.
+MIGRATIONS = (_SCHEMA_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def new_job_id() -> str:
+    """16 hex digits: collisions stay negligible at millions of jobs; any unique prefix works."""
+    return secrets.token_hex(8)
+
+
+class Store:
+    """A queue's database. Open one per process (never share across fork)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self._conn = conn
+        self.path = path
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str, durable: bool = True) -> "Store":
+        """Open (creating it 0600 if needed) and migrate the database at `path`.
+
+        `durable=False` is for workers: a commit lost to power failure then only means a job
+        runs again (delivery is at-least-once), while every enqueue stays fsynced.
+        """
+        if not os.path.exists(path):
+            create_private(path)
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from None
+        store = cls(conn, path)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                store._migrate()
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open database {path}: {exc}") from None
+        return store
+
+    def _migrate(self) -> None:
+        # journal_mode is persistent and cannot change inside a transaction.
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        with self._write():
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database {self.path} has schema version {version}, newer than this "
+                    f"queuectl knows ({SCHEMA_VERSION}); upgrade queuectl"
+                )
+            for script in MIGRATIONS[version:]:
+                for statement in _statements(script):
+                    self._conn.execute(statement)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction, taking the write lock up front (BEGIN IMMEDIATE)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _select(self, sql: str, params: Iterable = ()) -> list:
+        return [Job.from_row(row) for row in self._conn.execute(sql, tuple(params))]
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def insert(self, jobs: list, now: float, if_absent: bool = False) -> list:
+        """Insert NewJobs in one transaction, all or none; returns the ids actually inserted.
+
+        With `if_absent`, jobs whose id exists already are skipped instead of refusing all.
+        """
+        ids = [job.id or new_job_id() for job in jobs]
+        _refuse_repeats(ids, if_absent)
+        rows = [
+            (job_id, j.command, PENDING, j.max_retries, j.priority, j.timeout, j.run_at, j.cwd, now, now)
+            for job_id, j in zip(ids, jobs)
+        ]
+        given = [j.id for j in jobs if j.id is not None]
+        verb = "INSERT OR IGNORE" if if_absent else "INSERT"
+        with self._write() as conn:
+            existing = self._existing_ids(given) if if_absent else set()
+            try:
+                conn.executemany(
+                    f"{verb} INTO jobs (id, command, state, max_retries, priority, timeout, run_at,"
+                    " cwd, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except sqlite3.IntegrityError:
+                taken = sorted(self._existing_ids(given))
+                shown = ", ".join(taken[:5]) + (" ..." if len(taken) > 5 else "")
+                raise Conflict(f"job id already exists: {shown}; nothing was enqueued") from None
+        return [job_id for job_id in ids if job_id not in existing]
+
+    def _existing_ids(self, ids: list) -> set:
+        found = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self._conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk))
+        return found
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Optional[Job]:
+        rows = self._select(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return rows[0] if rows else None
+
+    def resolve(self, token: str) -> str:
+        """The full id for an id or a unique prefix of one (as git does with hashes)."""
+        if self._conn.execute("SELECT 1 FROM jobs WHERE id = ?", (token,)).fetchone():
+            return token
+        # Ids are ASCII below 0x7f, so this range is exactly the ids starting with `token`.
+        found = [r[0] for r in self._conn.execute(
+            "SELECT id FROM jobs WHERE id > ? AND id < ? ORDER BY id LIMIT 6", (token, token + "\x7f"))]
+        if not found:
+            raise NotFound(f"no job with id or prefix {token!r}")
+        if len(found) > 1:
+            more = ", ..." if len(found) > 5 else ""
+            raise NotFound(f"job id prefix {token!r} is ambiguous: it matches {', '.join(found[:5])}{more}")
+        return found[0]
+
+    def counts(self) -> dict:
+        counted = dict(self._conn.execute("SELECT state, n FROM job_counts"))
+        return {state: counted.get(state, 0) for state in STATES}
+
+    def list_jobs(self, state: Optional[str], limit: Optional[int]) -> list:
+        """A page of jobs: claim order for pending/failed, newest first otherwise."""
+        if state in (PENDING, FAILED):
+            where, order = "WHERE state = ?", "ORDER BY priority, run_at, seq"
+        elif state is not None:
+            where, order = "WHERE state = ?", "ORDER BY seq DESC"
+        else:
+            where, order = "", "ORDER BY seq DESC"
+        params = [state] if state else []
+        page = " LIMIT ?" if limit else ""
+        if limit:
+            params.append(limit)
+        return self._select(f"SELECT {JOB_COLUMNS} FROM jobs {where} {order}{page}", params)
+
+    def states_of(self, ids: list) -> dict:
+        """{id: state} for the ids that exist."""
+        found = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self._conn.execute(f"SELECT id, state FROM jobs WHERE id IN ({marks})", chunk))
+        return found
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap 'anything new?' for idle loops."""
+        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def next_run_at(self) -> Optional[float]:
+        """The earliest run_at among waiting jobs, due or not."""
+        return self._conn.execute(f"SELECT min(run_at) FROM jobs WHERE {_WAITING}").fetchone()[0]
+
+    # -- user transitions --------------------------------------------------------------------
+
+    def delete(self, ids: list) -> None:
+        """Remove jobs that are not processing; all or none."""
+        with self._write() as conn:
+            states = self.states_of(ids)
+            busy = [job_id for job_id in ids if states.get(job_id) == PROCESSING]
+            if busy:
+                raise Conflict(f"job {busy[0]} is processing; stop its worker or wait for it")
+            missing = [job_id for job_id in ids if job_id not in states]
+            if missing:
+                raise NotFound(f"no job with id {missing[0]!r}")
+            conn.executemany("DELETE FROM jobs WHERE id = ? AND state <> 'processing'", [(i,) for i in ids])
+
+    def purge(self, state: str, updated_before: Optional[float]) -> list:
+        """Delete finished jobs in `state` (last changed before the given time); returns their ids."""
+        if state not in (COMPLETED, DEAD):
+            raise Conflict(f"only completed or dead jobs can be purged, not {state}")
+        where = "state = ?" + (" AND updated_at < ?" if updated_before is not None else "")
+        params = (state,) if updated_before is None else (state, updated_before)
+        with self._write() as conn:
+            ids = [r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE {where}", params)]
+            conn.execute(f"DELETE FROM jobs WHERE {where}", params)
+        return ids
+
+    def requeue_dead(self, ids: Optional[list], now: float) -> list:
+        """Move dead jobs (the given ones, or all when None) back to pending with attempts 0."""
+        with self._write() as conn:
+            if ids is None:
+                ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE state = 'dead'")]
+            states = self.states_of(ids)
+            for job_id in ids:
+                if job_id not in states:
+                    raise NotFound(f"no job with id {job_id!r}")
+                if states[job_id] != DEAD:
+                    raise Conflict(f"job {job_id} is {states[job_id]}, not dead; only dead jobs can be retried")
+            conn.executemany(
+                "UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?"
+                " WHERE id = ? AND state = 'dead'",
+                [(now, now, job_id) for job_id in ids],
+            )
+        return ids
+
+    # -- worker transitions ----------------------------------------------------------------
+
+    def claim_next(self, worker_id: str, now: float) -> Optional[Job]:
+        """Take the next due job: lowest priority, then earliest run_at, then enqueue order."""
+        with self._write() as conn:
+            rows = self._select(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE {_WAITING} AND run_at <= ?"
+                " ORDER BY priority, run_at, seq LIMIT 1",
+                (now,),
+            )
+            if not rows:
+                return None
+            job = rows[0]
+            conn.execute(
+                "UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = ?,"
+                " started_at = ?, updated_at = ? WHERE seq = ?",
+                (worker_id, now, now, job.seq),
+            )
+        return replace(job, state=PROCESSING, attempts=job.attempts + 1, worker_id=worker_id,
+                       started_at=now, updated_at=now)
+
+    def _finish(self, job: Job, worker_id: str, assignments: str, params: tuple) -> bool:
+        """Apply one transition to a job this worker holds; False if it moved on meanwhile."""
+        cursor = self._conn.execute(
+            f"UPDATE jobs SET {assignments}, worker_id = NULL"
+            " WHERE seq = ? AND state = 'processing' AND worker_id = ?",
+            (*params, job.seq, worker_id),
+        )
+        return cursor.rowcount == 1
+
+    def mark_completed(self, job: Job, worker_id: str, now: float) -> bool:
+        return self._finish(job, worker_id, "state = 'completed', exit_code = 0, last_error = NULL,"
+                            " updated_at = ?", (now,))
+
+    def mark_failed(self, job: Job, worker_id: str, exit_code: Optional[int], error: str,
+                    run_at: float, now: float) -> bool:
+        return self._finish(job, worker_id, "state = 'failed', exit_code = ?, last_error = ?,"
+                            " run_at = ?, updated_at = ?", (exit_code, error, run_at, now))
+
+    def mark_dead(self, job: Job, worker_id: str, exit_code: Optional[int], error: str,
+                  now: float) -> bool:
+        return self._finish(job, worker_id, "state = 'dead', exit_code = ?, last_error = ?,"
+                            " updated_at = ?", (exit_code, error, now))
+
+    def release(self, job: Job, worker_id: str, now: float) -> bool:
+        """Give back a job whose run was killed by a forced stop: pending, attempt not counted."""
+        return self._finish(job, worker_id, "state = 'pending', attempts = attempts - 1,"
+                            " updated_at = ?", (now,))
+
+    def processing_holders(self) -> list:
+        """(job, pid, host, heartbeat_at) for every processing job; None where no worker row is left."""
+        columns = ", ".join(f"j.{name.strip()}" for name in JOB_COLUMNS.split(","))
+        rows = self._conn.execute(
+            f"SELECT {columns}, w.pid, w.host, w.heartbeat_at FROM jobs j"
+            " LEFT JOIN workers w ON w.worker_id = j.worker_id WHERE j.state = 'processing'"
+        )
+        return [(Job.from_row(row[:-3]), *row[-3:]) for row in rows]
+
+    def jobs_of_worker(self, worker_id: str) -> list:
+        return self._select(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'processing' AND worker_id = ?", (worker_id,))
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def register_worker(self, worker_id: str, pid: int, pool_id: str, host: str, now: float) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO workers (worker_id, pid, pool_id, host, started_at, heartbeat_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (worker_id, pid, pool_id, host, now, now),
+        )
+
+    def heartbeat(self, worker_id: str, now: float) -> bool:
+        """Record that the worker lives; False if its row was removed (it was presumed dead)."""
+        cursor = self._conn.execute(
+            "UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", (now, worker_id))
+        return cursor.rowcount == 1
+
+    def remove_worker(self, worker_id: str) -> None:
+        self._conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+
+    def remove_stale_workers(self, now: float, lease_seconds: float) -> None:
+        self._conn.execute("DELETE FROM workers WHERE heartbeat_at < ?", (now - lease_seconds,))
+
+    def workers(self, now: float, lease_seconds: float) -> list:
+        """Workers heard from within the lease, each with the job it is running."""
+        rows = self._conn.execute(
+            "SELECT w.worker_id, w.pid, w.pool_id, w.host, w.started_at, w.heartbeat_at, j.id, j.started_at"
+            " FROM workers w LEFT JOIN jobs j ON j.state = 'processing' AND j.worker_id = w.worker_id"
+            " WHERE w.heartbeat_at >= ? ORDER BY w.pool_id, w.started_at, w.worker_id",
+            (now - lease_seconds,),
+        )
+        return [WorkerInfo(*row) for row in rows]
+
+
+def _refuse_repeats(ids: list, if_absent: bool) -> None:
+    if if_absent or len(ids) < 2:
+        return
+    seen: set = set()
+    for job_id in ids:
+        if job_id in seen:
+            raise Conflict(f"job id {job_id} appears twice; nothing was enqueued")
+        seen.add(job_id)
+
+
+def _statements(script: str) -> list:
+    """Split a schema script into statements (sqlite3.complete_statement knows about triggers)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [s for s in statements if s]

@@ -1,0 +1,70 @@
+"""Clock, durations (`30`, `30s`, `5m`, `2h`, `1d`) and ISO 8601 UTC timestamps."""
+from __future__ import annotations
+
+import math
+import re
+import time
+from datetime import datetime, timezone
+
+from .errors import BadInput
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([smhd]?)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Durations and delays are bounded so a typo cannot schedule a job centuries ahead.
+MAX_DURATION = 100 * 365 * 86400
+
+
+def now() -> float:
+    """Seconds since the epoch; every store method takes this as a parameter."""
+    return time.time()
+
+
+def parse_duration(text: object, what: str = "duration") -> float:
+    """Seconds from `30`, `30s`, `5m`, `2h`, `1d` (or a JSON number)."""
+    if isinstance(text, bool):
+        raise BadInput(f"invalid {what} {text!r}: use a number of seconds or 30s, 5m, 2h, 1d")
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        match = _DURATION.match(str(text))
+        if not match:
+            raise BadInput(f"invalid {what} {str(text)!r}: use a number of seconds or 30s, 5m, 2h, 1d")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_DURATION:
+        raise BadInput(f"invalid {what} {text!r}: must be between 0 and 100 years")
+    return seconds
+
+
+def parse_iso(text: object, what: str = "time") -> float:
+    """Epoch seconds from an ISO 8601 time; a time without an offset is taken as UTC."""
+    if not isinstance(text, str) or not text.strip():
+        raise BadInput(f"invalid {what} {text!r}: use ISO 8601, e.g. 2025-11-04T10:30:00Z")
+    raw = text.strip()
+    normal = raw[:-1] + "+00:00" if raw[-1:] in "zZ" else raw
+    try:
+        moment = datetime.fromisoformat(normal)
+    except ValueError:
+        raise BadInput(f"invalid {what} {raw!r}: use ISO 8601, e.g. 2025-11-04T10:30:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def iso(ts: float | None) -> str | None:
+    """`2025-11-04T10:30:00.123Z`: ISO 8601 UTC with milliseconds."""
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def short_iso(ts: float | None) -> str:
+    """`2025-11-04 10:30:00`: for tables, where milliseconds are noise."""
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def human_seconds(seconds: float) -> str:
+    """`5s`, `1.5s`, `90s`: how a timeout or delay reads in a message."""
+    return f"{seconds:g}s"

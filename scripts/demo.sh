@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# A short real demo in a throwaway queue home: a job that succeeds, one that fails into the
+# dead letter queue, one that waits for a delay, and priority deciding what runs first.
+set -euo pipefail
+demo="$(mktemp -d)"
+export QUEUECTL_HOME="$demo/queue"
+trap 'queuectl worker stop --force --timeout 10 >/dev/null 2>&1 || true; rm -rf "$demo"' EXIT
+cd "$demo"
+q() { printf '\n$ queuectl %s\n' "$*"; queuectl "$@"; }
+
+q config set backoff_base 1          # retry quickly for the demo: 1s between runs
+q enqueue --id hello "echo hello from queuectl; echo hello >> ran.txt"
+q enqueue --id flaky --max-retries 2 "echo 'disk full' >&2; exit 3"
+q enqueue --id later --delay 2s "echo later >> ran.txt"
+q enqueue --id urgent --priority -10 "echo urgent >> ran.txt"
+q list
+q worker start --count 1 --detach
+q wait hello urgent later flaky --timeout 60 || echo "(wait exits 1: not every job completed)"
+q worker stop
+printf '\nOrder the jobs ran in (urgent first, later last):\n'; cat ran.txt
+q logs flaky
+q status
+q dlq list
