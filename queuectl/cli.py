@@ -417,7 +417,7 @@ def config_get(app: App, key: Optional[str], as_json: bool) -> None:
     values = app.settings()
     if key is not None:
         value = values[config.canonical(key)]
-        click.echo(render.json.dumps(value) if as_json else config.format_value(value))
+        render.emit_json(value) if as_json else click.echo(config.format_value(value))
     elif as_json:
         render.emit_json(values)
     else:

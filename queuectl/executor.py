@@ -13,7 +13,7 @@ import time
 from typing import Callable, Optional
 
 from .models import Job, Outcome
-from .timeutil import human_seconds, iso
+from .timeutil import human_seconds
 
 GRACE_SECONDS = 3.0  # between SIGTERM and SIGKILL of a run's process group
 TICK_SECONDS = 0.2  # how often a long run checks for stop requests and heartbeats
@@ -34,7 +34,7 @@ def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], bool]
     except OSError as exc:
         return Outcome(None, _short(f"cannot open log {log_path}: {exc.strerror}"))
     try:
-        _line(fd, f"=== run {job.attempts} of job {job.id} at {iso(time.time())} by {worker_id}: {job.command}")
+        _line(fd, f"=== run {job.attempts} of job {job.id} at {_stamp()} by {worker_id}: {job.command}")
         output_start = os.lseek(fd, 0, os.SEEK_END)
         outcome = _run(job, fd, output_start, worker_id, interrupted, tick)
         _end_line(fd, output_start)
@@ -49,11 +49,14 @@ def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], bool]
 
 def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Callable[[], bool],
          tick: Callable[[], None]) -> Outcome:
-    env = dict(os.environ, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts))
-    env[ENV_WORKER] = worker_id
+    # This process exists to run jobs, so the run's variables go into its own environment:
+    # much cheaper than building and encoding a fresh env mapping for every run.
+    os.environ.update(QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts))
+    if os.environ.get(ENV_WORKER) != worker_id:
+        os.environ[ENV_WORKER] = worker_id
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", job.command], cwd=job.cwd, env=env, stdin=subprocess.DEVNULL,
+            ["/bin/sh", "-c", job.command], cwd=job.cwd, stdin=_devnull(),
             stdout=fd, stderr=fd, start_new_session=True, close_fds=True,
         )
     except OSError as exc:
@@ -72,6 +75,16 @@ def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Call
         return Outcome(128 - code, f"killed by signal {-code} ({name})")
     last = _last_line(fd, output_start)
     return Outcome(code, _short(f"exit code {code}" + (f": {last}" if last else "")))
+
+
+_DEVNULL: list = []
+
+
+def _devnull() -> int:
+    """One /dev/null descriptor for every run's stdin, opened once."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
 
 
 def _wait(proc: subprocess.Popen, timeout: Optional[float], interrupted: Callable[[], bool],
@@ -186,6 +199,12 @@ def kill_strays(worker_id: str) -> int:
         if pgid != os.getpgid(0):
             _signal_group(pgid, signal.SIGKILL)
     return len(groups)
+
+
+def _stamp() -> str:
+    """Now as ISO 8601 UTC, the cheap way (this runs for every job)."""
+    moment = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
 
 
 def _line(fd: int, text: str) -> None:

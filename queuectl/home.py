@@ -1,9 +1,8 @@
 """The queue home: where it is, what it holds, and creating it with private permissions."""
 from __future__ import annotations
 
-import glob
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import StoreError
 
@@ -16,8 +15,7 @@ def resolve(option: str | None) -> str:
     return os.path.abspath(os.path.expanduser(chosen))
 
 
-@dataclass(frozen=True)
-class QueueHome:
+class QueueHome(NamedTuple):
     root: str
 
     @property
@@ -45,6 +43,8 @@ class QueueHome:
         return os.path.join(self.root, f"pool-{pool_id}.pid")
 
     def pidfiles(self) -> list:
+        import glob
+
         return sorted(glob.glob(os.path.join(glob.escape(self.root), "pool-*.pid")))
 
     def ensure(self) -> "QueueHome":

@@ -1,12 +1,10 @@
 """Turning what a user typed or wrote (JSON, flags, files) into validated NewJob records."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable, NamedTuple, Optional
 
 from .errors import BadInput
 from .models import PENDING, NewJob
@@ -24,8 +22,7 @@ MAX_PRIORITY = 1_000_000_000
 MAX_RETRIES = 1_000_000
 
 
-@dataclass(frozen=True)
-class Defaults:
+class Defaults(NamedTuple):
     """What a job gets for the fields it leaves out."""
 
     max_retries: int
@@ -97,8 +94,8 @@ def check_keys(obj: dict) -> None:
             continue
         if key in INITIAL_VALUES:
             if value not in INITIAL_VALUES[key] or isinstance(value, bool):
-                allowed = INITIAL_VALUES[key][0]
-                raise BadInput(f"{key} {value!r} is not accepted: a new job has {key} {json.dumps(allowed)}")
+                allowed = {PENDING: '"pending"', 0: "0", None: "null"}[INITIAL_VALUES[key][0]]
+                raise BadInput(f"{key} {value!r} is not accepted: a new job has {key} {allowed}")
             continue
         raise BadInput(f"unknown key {key!r}; valid keys: {', '.join(JOB_KEYS)}")
 
@@ -135,6 +132,8 @@ def looks_like_json(text: str) -> bool:
     if stripped.startswith("{"):
         return True
     if stripped[:1] in '["' or stripped[:1].isdigit() or stripped[:1] in "-.":
+        import json  # lazily: a plain command never needs it
+
         try:
             json.loads(stripped)
         except ValueError:
@@ -145,6 +144,8 @@ def looks_like_json(text: str) -> bool:
 
 def parse_object(text: str, where: str = "JOB") -> dict:
     """One JSON object, or BadInput saying what was wrong with it."""
+    import json
+
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:
@@ -157,6 +158,8 @@ def parse_object(text: str, where: str = "JOB") -> dict:
 
 def parse_many(text: str, source: str) -> list:
     """Job objects from JSON Lines or a JSON array; a bad entry is named by its line or item."""
+    import json
+
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text, parse_constant=_refuse_constant)
@@ -202,7 +205,7 @@ def _json_kind(value: object) -> str:
     if isinstance(value, str):
         return "a string"
     if isinstance(value, bool) or value is None:
-        return json.dumps(value)
+        return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
         return "a number"
     return type(value).__name__

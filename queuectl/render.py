@@ -1,7 +1,6 @@
 """Output for people (tabulate tables) and for scripts (--json); data to stdout, messages to stderr."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import click
@@ -11,6 +10,8 @@ from .timeutil import short_iso
 
 
 def emit_json(value: object) -> None:
+    import json
+
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 

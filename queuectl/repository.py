@@ -6,10 +6,8 @@ store for workers on several hosts can later implement the same methods.
 from __future__ import annotations
 
 import os
-import secrets
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Iterable, Iterator, Optional
 
 from .errors import Conflict, NotFound, StoreError
@@ -23,9 +21,16 @@ JOB_COLUMNS = (
     "seq, id, command, state, attempts, max_retries, priority, timeout, run_at, cwd, "
     "created_at, updated_at, exit_code, last_error, worker_id, started_at"
 )
-_WAITING = "state IN ('pending', 'failed')"  # must match the claim index's WHERE to use it
+_WAITING = "state IN ('pending', 'failed')"
+# The next due job: the head of each waiting state's index range, then the better of the two.
+# (One `state IN (...)` query would make SQLite sort every waiting job: O(n) per claim.)
+_NEXT_DUE = " UNION ALL ".join(
+    f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{state}' AND run_at <= :now"
+    " ORDER BY priority, run_at, seq LIMIT 1)"
+    for state in ("pending", "failed")
+) + " ORDER BY priority, run_at, seq LIMIT 1"
 
-_SCHEMA_V1 = f"""
+_SCHEMA_V1 = """
 CREATE TABLE jobs (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- enqueue order; AUTOINCREMENT never reuses
     id          TEXT NOT NULL UNIQUE,
@@ -44,10 +49,9 @@ CREATE TABLE jobs (
     worker_id   TEXT,
     started_at  REAL
 );
--- The claim walks this partial index in claim order; finished jobs never enter it.
-CREATE INDEX jobs_claim ON jobs (priority, run_at, seq) WHERE {_WAITING};
--- `list --state pending|failed` in claim order, and `list --state X` newest first.
+-- The claim and `list --state pending|failed` walk this in claim order.
 CREATE INDEX jobs_state_order ON jobs (state, priority, run_at, seq);
+-- `list --state X` newest first, and the processing jobs of a worker.
 CREATE INDEX jobs_state_recent ON jobs (state, seq);
 
 -- Counts kept by triggers, so `status` costs the same at a million jobs as at ten.
@@ -81,7 +85,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def new_job_id() -> str:
     """16 hex digits: collisions stay negligible at millions of jobs; any unique prefix works."""
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()
 
 
 class Store:
@@ -90,6 +94,7 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self._conn = conn
         self.path = path
+        self._depth = 0  # nesting of _write(): only the outermost begins and commits
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -137,14 +142,31 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction, taking the write lock up front (BEGIN IMMEDIATE)."""
+        """One short write transaction, taking the write lock up front (BEGIN IMMEDIATE).
+
+        Nested uses join the outer transaction, so callers can make several transitions atomic.
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self._conn
+            finally:
+                self._depth -= 1
+            return
         self._conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield self._conn
         except BaseException:
+            self._depth = 0
             self._conn.execute("ROLLBACK")
             raise
+        self._depth = 0
         self._conn.execute("COMMIT")
+
+    def transaction(self):
+        """Make the transitions inside one transaction: all happen, or none."""
+        return self._write()
 
     def _select(self, sql: str, params: Iterable = ()) -> list:
         return [Job.from_row(row) for row in self._conn.execute(sql, tuple(params))]
@@ -289,11 +311,7 @@ class Store:
     def claim_next(self, worker_id: str, now: float) -> Optional[Job]:
         """Take the next due job: lowest priority, then earliest run_at, then enqueue order."""
         with self._write() as conn:
-            rows = self._select(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE {_WAITING} AND run_at <= ?"
-                " ORDER BY priority, run_at, seq LIMIT 1",
-                (now,),
-            )
+            rows = [Job.from_row(row) for row in conn.execute(_NEXT_DUE, {"now": now})]
             if not rows:
                 return None
             job = rows[0]
@@ -302,16 +320,17 @@ class Store:
                 " started_at = ?, updated_at = ? WHERE seq = ?",
                 (worker_id, now, now, job.seq),
             )
-        return replace(job, state=PROCESSING, attempts=job.attempts + 1, worker_id=worker_id,
-                       started_at=now, updated_at=now)
+        return job._replace(state=PROCESSING, attempts=job.attempts + 1, worker_id=worker_id,
+                            started_at=now, updated_at=now)
 
     def _finish(self, job: Job, worker_id: str, assignments: str, params: tuple) -> bool:
         """Apply one transition to a job this worker holds; False if it moved on meanwhile."""
-        cursor = self._conn.execute(
-            f"UPDATE jobs SET {assignments}, worker_id = NULL"
-            " WHERE seq = ? AND state = 'processing' AND worker_id = ?",
-            (*params, job.seq, worker_id),
-        )
+        with self._write():
+            cursor = self._conn.execute(
+                f"UPDATE jobs SET {assignments}, worker_id = NULL"
+                " WHERE seq = ? AND state = 'processing' AND worker_id = ?",
+                (*params, job.seq, worker_id),
+            )
         return cursor.rowcount == 1
 
     def mark_completed(self, job: Job, worker_id: str, now: float) -> bool:

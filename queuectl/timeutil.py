@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import datetime, timezone
 
 from .errors import BadInput
 
@@ -40,6 +39,8 @@ def parse_iso(text: object, what: str = "time") -> float:
     if not isinstance(text, str) or not text.strip():
         raise BadInput(f"invalid {what} {text!r}: use ISO 8601, e.g. 2025-11-04T10:30:00Z")
     raw = text.strip()
+    from datetime import datetime, timezone  # lazily: most commands never parse or print a time
+
     normal = raw[:-1] + "+00:00" if raw[-1:] in "zZ" else raw
     try:
         moment = datetime.fromisoformat(normal)
@@ -54,6 +55,8 @@ def iso(ts: float | None) -> str | None:
     """`2025-11-04T10:30:00.123Z`: ISO 8601 UTC with milliseconds."""
     if ts is None:
         return None
+    from datetime import datetime, timezone
+
     moment = datetime.fromtimestamp(ts, timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
@@ -62,6 +65,8 @@ def short_iso(ts: float | None) -> str:
     """`2025-11-04 10:30:00`: for tables, where milliseconds are noise."""
     if ts is None:
         return "-"
+    from datetime import datetime, timezone
+
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
