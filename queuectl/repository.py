@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from contextlib import contextmanager
+from itertools import chain
 from typing import Iterable, Iterator, Optional
 
 from .errors import Conflict, NotFound, StoreError
@@ -32,7 +33,7 @@ _NEXT_DUE = " UNION ALL ".join(
 
 _SCHEMA_V1 = """
 CREATE TABLE jobs (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- enqueue order; AUTOINCREMENT never reuses
+    seq         INTEGER PRIMARY KEY,  -- enqueue order: a new job always gets max(seq) + 1
     id          TEXT NOT NULL UNIQUE,
     command     TEXT NOT NULL,
     state       TEXT NOT NULL CHECK (state IN ('pending','processing','completed','failed','dead')),
@@ -54,12 +55,11 @@ CREATE INDEX jobs_state_order ON jobs (state, priority, run_at, seq);
 -- `list --state X` newest first, and the processing jobs of a worker.
 CREATE INDEX jobs_state_recent ON jobs (state, seq);
 
--- Counts kept by triggers, so `status` costs the same at a million jobs as at ten.
+-- Counts kept up to date, so `status` costs the same at a million jobs as at ten: by triggers
+-- for changes of state and deletes, and by Store.insert (once per batch: a trigger per row
+-- was a quarter of bulk enqueue's time).
 CREATE TABLE job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO job_counts VALUES ('pending', 0), ('processing', 0), ('completed', 0), ('failed', 0), ('dead', 0);
-CREATE TRIGGER jobs_counted_insert AFTER INSERT ON jobs BEGIN
-    UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;
-END;
 CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs BEGIN
     UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
 END;
@@ -188,16 +188,15 @@ class Store:
         verb = "INSERT OR IGNORE" if if_absent else "INSERT"
         with self._write() as conn:
             existing = self._existing_ids(given) if if_absent else set()
+            before = conn.total_changes
             try:
-                conn.executemany(
-                    f"{verb} INTO jobs (id, command, state, max_retries, priority, timeout, run_at,"
-                    " cwd, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                _insert_rows(conn, verb, rows)
             except sqlite3.IntegrityError:
                 taken = sorted(self._existing_ids(given))
                 shown = ", ".join(taken[:5]) + (" ..." if len(taken) > 5 else "")
                 raise Conflict(f"job id already exists: {shown}; nothing was enqueued") from None
+            conn.execute("UPDATE job_counts SET n = n + ? WHERE state = 'pending'",
+                         (conn.total_changes - before,))
         return [job_id for job_id in ids if job_id not in existing]
 
     def _existing_ids(self, ids: list) -> set:
@@ -395,6 +394,23 @@ class Store:
             (now - lease_seconds,),
         )
         return [WorkerInfo(*row) for row in rows]
+
+
+_INSERT_COLUMNS = "(id, command, state, max_retries, priority, timeout, run_at, cwd, created_at, updated_at)"
+_ROWS_PER_STATEMENT = 99  # 990 parameters: under SQLite's oldest limit of 999 per statement
+
+
+def _insert_rows(conn: sqlite3.Connection, verb: str, rows: list) -> None:
+    """Insert many rows per statement: Python's sqlite3 costs more per statement than SQLite
+    costs per row, so this halves bulk enqueue time."""
+    one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    per = _ROWS_PER_STATEMENT
+    full = len(rows) - len(rows) % per
+    if full:
+        many = f"{verb} INTO jobs {_INSERT_COLUMNS} VALUES " + ", ".join([one] * per)
+        conn.executemany(many, (tuple(chain.from_iterable(rows[i:i + per])) for i in range(0, full, per)))
+    if full < len(rows):
+        conn.executemany(f"{verb} INTO jobs {_INSERT_COLUMNS} VALUES {one}", rows[full:])
 
 
 def _refuse_repeats(ids: list, if_absent: bool) -> None:
