@@ -72,6 +72,15 @@ class App:
             self._store = Store.open(self.home.db_path)
         return self._store
 
+    def close_store_after(self, use) -> None:
+        """Use the store, then close it: a connection must never be inherited across fork."""
+        try:
+            use(self.store)
+        finally:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
     def settings(self) -> dict:
         return config.load(self.home.config_path)
 
@@ -480,7 +489,9 @@ def worker_start(app: App, count: int, detach: bool, burst: bool, ready_fd: Opti
     """
     from . import supervisor
 
-    app.settings()  # a corrupt config.json is reported now, not by every worker
+    # Report a corrupt config.json or database now, once, rather than from every worker.
+    app.settings()
+    app.close_store_after(lambda store: store.counts())
     if detach:
         pool_id, sup, workers = supervisor.start_detached(app.home, count, burst)
         render.message(f"Started worker pool {pool_id} in the background; "

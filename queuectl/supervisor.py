@@ -72,6 +72,7 @@ class Supervisor:
 
     def run(self, ready_fd: Optional[int] = None) -> int:
         wake_r = self._install_handlers()
+        remove_stale_pidfiles(self.home)
         record = PoolRecord.create(self.home, self.pool_id)
         try:
             for _ in range(self.count):
@@ -226,6 +227,14 @@ def _read_line(fd: int, seconds: float) -> str:
             break
         data += chunk
     return data.decode(errors="replace")
+
+
+def remove_stale_pidfiles(home: QueueHome) -> int:
+    """Remove pidfiles left by pools killed outright (kill -9, power loss); returns how many."""
+    stale = [pool for pool in read_pools(home) if not pool.live_pids()]
+    for pool in stale:
+        PoolRecord.remove(pool)
+    return len(stale)
 
 
 def stop_pools(home: QueueHome, force: bool, wait: bool, timeout: Optional[float]) -> str:
