@@ -14,6 +14,8 @@ from .models import DEAD, FINISHED, STATES
 from .timeutil import now, parse_duration
 
 DEFAULT_PAGE = 50
+MAX_PAGE = 2**63 - 1  # SQLite's largest integer; 0 means no limit
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # Click >= 8.2
 
 
 class QueuectlGroup(click.Group):
@@ -24,6 +26,9 @@ class QueuectlGroup(click.Group):
 
         try:
             code = super().main(args, prog_name or "queuectl", complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:  # `queuectl` or `queuectl dlq` alone: the help, as click shows it
+            click.echo(exc.ctx.get_help(), err=True)
+            code = 2
         except click.UsageError as exc:
             code = _fail(exc.format_message(), 2)
         except click.ClickException as exc:
@@ -41,6 +46,11 @@ class QueuectlGroup(click.Group):
             code = 0
         except OSError as exc:
             code = _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
+        except Exception as exc:  # a bug of ours: still one line, never a traceback for the user
+            if os.environ.get("QUEUECTL_DEBUG"):
+                raise
+            code = _fail(f"internal error: {type(exc).__name__}: {exc} "
+                         "(set QUEUECTL_DEBUG=1 to see where, and please report it)", 1)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -85,7 +95,8 @@ class App:
         return config.load(self.home.config_path)
 
     def resolve_ids(self, tokens: tuple) -> list:
-        return [self.store.resolve(jobspec.validate_id(token)) for token in tokens]
+        """Full ids, each once (`delete job1 job` names one job)."""
+        return list(dict.fromkeys(self.store.resolve(jobspec.validate_id(token)) for token in tokens))
 
 
 pass_app = click.make_pass_decorator(App)
@@ -97,9 +108,13 @@ def _confirm(question: str, yes: bool) -> None:
     if yes:
         return
     try:
-        click.confirm(question, abort=True, err=True)
-    except click.Abort:
-        raise QueuectlError("not confirmed; nothing was deleted (pass --yes to skip the question)") from None
+        answer = click.confirm(question, err=True)
+    except click.Abort:  # end of input, or Ctrl+C
+        answer = None
+    if answer is None or not sys.stdin.isatty():
+        click.echo(err=True)  # no terminal echoed a newline: end the prompt's line, so errors start one
+    if not answer:
+        raise QueuectlError("not confirmed; nothing was deleted (pass --yes to skip the question)")
 
 
 @click.group(cls=QueuectlGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -191,7 +206,7 @@ state_choice = click.Choice(STATES)
 
 @cli.command(name="list")
 @click.option("--state", type=state_choice, help="Only jobs in this state.")
-@click.option("--limit", type=click.IntRange(min=0), default=DEFAULT_PAGE, show_default=True,
+@click.option("--limit", type=click.IntRange(0, MAX_PAGE), default=DEFAULT_PAGE, show_default=True,
               help="Jobs to show; 0 = all.")
 @json_option
 @pass_app
@@ -347,7 +362,7 @@ def dlq() -> None:
 
 
 @dlq.command(name="list")
-@click.option("--limit", type=click.IntRange(min=0), default=DEFAULT_PAGE, show_default=True,
+@click.option("--limit", type=click.IntRange(0, MAX_PAGE), default=DEFAULT_PAGE, show_default=True,
               help="Jobs to show; 0 = all.")
 @json_option
 @pass_app
@@ -434,7 +449,7 @@ def config_get(app: App, key: Optional[str], as_json: bool) -> None:
         click.echo(render.table(rows, ["KEY", "VALUE", "MEANING"]))
 
 
-@config_group.command(name="set")
+@config_group.command(name="set", context_settings={"ignore_unknown_options": True})  # VALUE may be -1
 @click.argument("key")
 @click.argument("value")
 @pass_app

@@ -4,13 +4,16 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from .errors import StoreError
+from .errors import BadInput, StoreError
 
 ENV_VAR = "QUEUECTL_HOME"
 
 
 def resolve(option: str | None) -> str:
     """`--home`, else $QUEUECTL_HOME, else ~/.queuectl; never the current directory."""
+    if option is not None and not option.strip():
+        raise BadInput("--home must name a directory, not an empty string")
+    # An empty $QUEUECTL_HOME counts as unset, as shells treat empty variables.
     chosen = option or os.environ.get(ENV_VAR) or os.path.join(os.path.expanduser("~"), ".queuectl")
     return os.path.abspath(os.path.expanduser(chosen))
 

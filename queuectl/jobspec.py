@@ -20,6 +20,8 @@ ANY_VALUE = ("created_at", "updated_at")
 MAX_COMMAND = 128 * 1024  # Linux refuses a longer single argument to exec (MAX_ARG_STRLEN)
 MAX_PRIORITY = 1_000_000_000
 MAX_RETRIES = 1_000_000
+# The json module recurses once per nesting level, so `[[[[...` deep enough raises RecursionError.
+JSON_ERRORS = (ValueError, RecursionError)
 
 
 class Defaults(NamedTuple):
@@ -51,9 +53,20 @@ def _command(value: object) -> str:
         raise BadInput(f"invalid command {value!r}: must be a non-empty string")
     if "\0" in value:
         raise BadInput("invalid command: it contains a NUL character")
+    _utf8(value, "command")
     if len(value) * 4 > MAX_COMMAND and len(value.encode("utf-8", "surrogateescape")) > MAX_COMMAND:
         raise BadInput("command is longer than 128 KiB; put it in a script and enqueue that")
     return value
+
+
+def _utf8(value: str, name: str) -> None:
+    """Refuse text the store cannot hold: bytes that were not UTF-8 in argv arrive as lone
+    surrogates (Python's surrogateescape), as does a lone `\\ud800` escape in JSON."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput(f"invalid {name} {value!r}: it is not valid UTF-8 text") from None
 
 
 def _timeout(value: object) -> Optional[float]:
@@ -68,6 +81,7 @@ def _timeout(value: object) -> Optional[float]:
 def _cwd(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise BadInput(f"invalid cwd {value!r}: must be a directory path")
+    _utf8(value, "cwd")
     path = os.path.abspath(os.path.expanduser(value))
     if not os.path.isdir(path):
         raise BadInput(f"invalid cwd {value!r}: no such directory")
@@ -144,6 +158,8 @@ def looks_like_json(text: str) -> bool:
 
         try:
             json.loads(stripped)
+        except RecursionError:  # `[[[[...` nested beyond the parser: JSON, refused as such
+            return True
         except ValueError:
             return False
         return True
@@ -156,8 +172,8 @@ def parse_object(text: str, where: str = "JOB") -> dict:
 
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
-    except ValueError as exc:
-        raise BadInput(f"malformed JSON in {where}: {exc}") from None
+    except JSON_ERRORS as exc:
+        raise BadInput(f"malformed JSON in {where}: {_why(exc)}") from None
     if not isinstance(value, dict):
         hint = " (use --file to enqueue many jobs)" if isinstance(value, list) else ""
         raise BadInput(f"{where} must be a JSON object, not {_json_kind(value)}{hint}")
@@ -172,8 +188,8 @@ def parse_many(text: str, source: str) -> list:
     if text.lstrip().startswith("["):
         try:
             items = decode(text)
-        except ValueError as exc:
-            raise BadInput(f"malformed JSON in {source}: {exc}") from None
+        except JSON_ERRORS as exc:
+            raise BadInput(f"malformed JSON in {source}: {_why(exc)}") from None
         if not isinstance(items, list):
             raise BadInput(f"{source} must hold JSON Lines or a JSON array of job objects")
         labelled = [(f"{source} item {n}", item) for n, item in enumerate(items, 1)]
@@ -188,19 +204,49 @@ def parse_many(text: str, source: str) -> list:
 def _parse_lines(text: str, source: str, decode) -> list:
     """JSON Lines as (where, value) pairs. All lines are parsed in one call (C speed) when they
     are well formed; otherwise line by line, to name the first bad one."""
-    numbered = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    try:
-        values = decode("[" + ",".join(line for _, line in numbered) + "]")
-    except ValueError:
-        values = None
-    if values is None or len(values) != len(numbered):  # a line held more than one value
+    # Only "\n" ends a line: str.splitlines() would also split at U+2028 and the like, which
+    # JSON allows inside strings.
+    numbered = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    values = _parse_joined([line for _, line in numbered])
+    if values is None:
         values = []
         for number, line in numbered:
             try:
                 values.append(decode(line))
-            except ValueError as exc:
-                raise BadInput(f"malformed JSON at {source} line {number}: {exc}") from None
+            except JSON_ERRORS as exc:
+                raise BadInput(f"malformed JSON at {source} line {number}: {_why(exc)}") from None
     return [(f"{source} line {n}", value) for (n, _), value in zip(numbered, values)]
+
+
+_MARK = object()
+
+
+def _parse_joined(lines: list) -> Optional[list]:
+    """Each line's value, parsed in one call; None unless every line holds exactly one value.
+
+    The lines are joined with a `NaN` between each two, which the decoder hands to `mark`. A
+    value spanning lines (`{"a":[1` then `2]}`) would swallow a mark, and a line holding two
+    values would shift them, so the marks must sit exactly between the lines' values. Lines
+    holding constants of their own (not JSON) are left to the line-by-line parse.
+    """
+    import json
+
+    if not lines:
+        return []
+    marks: list = []
+
+    def mark(name: str) -> object:
+        marks.append(name)
+        return _MARK
+
+    try:
+        values = json.JSONDecoder(parse_constant=mark).decode("[" + ",NaN,".join(lines) + "]")
+    except JSON_ERRORS:
+        return None
+    gaps = len(lines) - 1
+    if len(values) != 2 * gaps + 1 or len(marks) != gaps or values[1::2].count(_MARK) != gaps:
+        return None
+    return values[::2]
 
 
 def build_many(labelled: Iterable, overrides: dict, defaults: Defaults) -> list:
@@ -212,6 +258,10 @@ def build_many(labelled: Iterable, overrides: dict, defaults: Defaults) -> list:
         except BadInput as exc:
             raise BadInput(f"{where}: {exc}") from None
     return jobs
+
+
+def _why(exc: Exception) -> str:
+    return "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 def _refuse_constant(name: str) -> float:
@@ -255,6 +305,9 @@ def collect(job: Optional[str], job_file: Optional[str], many_file: Optional[str
     if command is not None and command_file is not None:
         raise BadInput("give only one of --cmd and --command-file")
     overrides = {key: value for key, value in flags.items() if value is not None}
+    if "delay" in overrides or "run_at" in overrides:
+        # A time given by flag replaces the JSON's, whether that is a delay or a run_at.
+        overrides = {"delay": None, "run_at": None, **overrides}
     if command_file is not None:
         overrides["command"] = read_text(command_file, "--command-file").rstrip("\n")
     elif command is not None:

@@ -40,8 +40,10 @@ def is_ours(pid: int, started: Optional[int]) -> bool:
     """True only if `pid` is the same queuectl process that was recorded, not a reused PID."""
     if not os.path.isdir("/proc/self"):
         return pid_alive(pid)  # no /proc: the best we can do
-    now_started = start_time(pid)
-    if now_started is None or (started is not None and now_started != started):
+    # Without a recorded start time (a bare PID, a hand-edited file) nothing proves the PID is
+    # still the process that was written down, so it is never trusted: a stale pidfile must not
+    # make `worker stop` signal whatever holds that PID now.
+    if started is None or start_time(pid) != started:
         return False
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -125,7 +127,4 @@ def _parse(path: str, text: str) -> PoolRecord:
                           float(data.get("created", 0)))
     except (ValueError, TypeError, KeyError, AttributeError):
         pass
-    try:  # a bare PID, as other tools write: trusted only if it is a queuectl process
-        return PoolRecord(path, pool_id, int(text.strip()), None)
-    except ValueError:
-        return PoolRecord(path, pool_id, 0, None)  # unreadable: names nothing, so it is stale
+    return PoolRecord(path, pool_id, 0, None)  # not one we wrote: names nothing, so it is stale

@@ -186,18 +186,19 @@ class Store:
         ]
         given = [j.id for j in jobs if j.id is not None]
         verb = "INSERT OR IGNORE" if if_absent else "INSERT"
-        with self._write() as conn:
-            existing = self._existing_ids(given) if if_absent else set()
-            before = conn.total_changes
-            try:
+        try:
+            with self._write() as conn:
+                existing = self._existing_ids(given) if if_absent else set()
+                before = conn.total_changes
                 _insert_rows(conn, verb, rows)
-            except sqlite3.IntegrityError:
-                taken = sorted(self._existing_ids(given))
-                shown = ", ".join(taken[:5]) + (" ..." if len(taken) > 5 else "")
-                raise Conflict(f"job id already exists: {shown}; nothing was enqueued") from None
-            conn.execute("UPDATE job_counts SET n = n + ? WHERE state = 'pending'",
-                         (conn.total_changes - before,))
-        return [job_id for job_id in ids if job_id not in existing]
+                conn.execute("UPDATE job_counts SET n = n + ? WHERE state = 'pending'",
+                             (conn.total_changes - before,))
+        except sqlite3.IntegrityError:
+            # Looked up after the rollback, so ids inserted earlier in this batch are not named.
+            taken = sorted(self._existing_ids(given))
+            shown = ", ".join(taken[:5]) + (" ..." if len(taken) > 5 else "")
+            raise Conflict(f"job id already exists: {shown}; nothing was enqueued") from None
+        return list(dict.fromkeys(job_id for job_id in ids if job_id not in existing))
 
     def _existing_ids(self, ids: list) -> set:
         found = set()
