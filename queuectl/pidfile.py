@@ -9,6 +9,8 @@ from typing import Optional
 
 from .home import QueueHome
 
+HOST = os.uname().nodename  # what socket.gethostname() returns, without importing socket
+
 
 def start_time(pid: int) -> Optional[int]:
     """The process's start time in clock ticks since boot (Linux), or None if it is gone."""
@@ -34,6 +36,11 @@ def pid_alive(pid: Optional[int]) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def live_workers(store, lease_seconds: float) -> list:
+    """Workers heard from within the lease, less local ones whose process is gone."""
+    return [w for w in store.workers(time.time(), lease_seconds) if w.host != HOST or pid_alive(w.pid)]
 
 
 def is_ours(pid: int, started: Optional[int]) -> bool:

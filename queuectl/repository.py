@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Optional
 
 from .errors import Conflict, NotFound, StoreError
 from .home import create_private
-from .models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, Job, NewJob, WorkerInfo
+from .models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, Job, WorkerInfo
 
 # Callers catch these to report a database failure with its path, without importing sqlite3.
 DB_ERRORS = (sqlite3.Error,)
@@ -22,14 +22,36 @@ JOB_COLUMNS = (
     "seq, id, command, state, attempts, max_retries, priority, timeout, run_at, cwd, "
     "created_at, updated_at, exit_code, last_error, worker_id, started_at"
 )
-_WAITING = "state IN ('pending', 'failed')"
-# The next due job: the head of each waiting state's index range, then the better of the two.
-# (One `state IN (...)` query would make SQLite sort every waiting job: O(n) per claim.)
-_NEXT_DUE = " UNION ALL ".join(
-    f"SELECT * FROM (SELECT {JOB_COLUMNS} FROM jobs WHERE state = '{state}' AND run_at <= :now"
-    " ORDER BY priority, run_at, seq LIMIT 1)"
-    for state in ("pending", "failed")
-) + " ORDER BY priority, run_at, seq LIMIT 1"
+WAITING = ("pending", "failed")
+# Claim order within a waiting state is (priority, run_at, seq), which is exactly the order of
+# that state's partial index (schema v2): its rowid, seq, comes last. Queries name the index,
+# because SQLite's planner, without ANALYZE statistics, may prefer jobs_state_recent and sort.
+_BY_STATE = {state: f"FROM jobs INDEXED BY jobs_{state} WHERE state = '{state}'" for state in WAITING}
+
+
+def _best(selects: list, order: str) -> str:
+    """The best row of several per-state queries, each an index seek: one `state IN (...)`
+    query would instead make SQLite sort every waiting job (O(n) per claim)."""
+    return " UNION ALL ".join(f"SELECT * FROM ({sql})" for sql in selects) + f" ORDER BY {order} LIMIT 1"
+
+
+# The claim walks the distinct waiting priorities, best first, and takes the head of the first
+# that has a due job: a few index seeks, however many not-yet-due jobs sit at better priorities.
+_NEXT_PRIORITY = "SELECT min(p) FROM (" + " UNION ALL ".join(
+    f"SELECT min(priority) AS p {where} AND priority > :after" for where in _BY_STATE.values()) + ")"
+_DUE_AT_PRIORITY = _best([
+    f"SELECT {JOB_COLUMNS} {where} AND priority = :priority AND run_at <= :now ORDER BY run_at, seq LIMIT 1"
+    for where in _BY_STATE.values()], "run_at, seq")
+_FIRST_AT_PRIORITY = "SELECT min(t) FROM (" + " UNION ALL ".join(
+    f"SELECT min(run_at) AS t {where} AND priority = :priority" for where in _BY_STATE.values()) + ")"
+BELOW_ANY_PRIORITY = -(2**63)  # SQLite's smallest integer; enqueue allows -1e9 to 1e9
+# After PRIORITY_STEPS priorities with nothing due, one range scan over the rest instead.
+PRIORITY_STEPS = 8
+_DUE_AFTER = _best([
+    f"SELECT {JOB_COLUMNS} {where} AND priority > :after AND run_at <= :now"
+    " ORDER BY priority, run_at, seq LIMIT 1" for where in _BY_STATE.values()], "priority, run_at, seq")
+_FIRST_AFTER = "SELECT min(t) FROM (" + " UNION ALL ".join(
+    f"SELECT min(run_at) AS t {where} AND priority > :after" for where in _BY_STATE.values()) + ")"
 
 _SCHEMA_V1 = """
 CREATE TABLE jobs (
@@ -78,8 +100,16 @@ CREATE TABLE workers (
 );
 """
 
+# v2: the claim index only holds waiting jobs, one partial index per waiting state. A job that
+# completes no longer rewrites it, and the claim can seek each priority's due jobs directly.
+_SCHEMA_V2 = """
+DROP INDEX jobs_state_order;
+CREATE INDEX jobs_pending ON jobs (priority, run_at) WHERE state = 'pending';
+CREATE INDEX jobs_failed ON jobs (priority, run_at) WHERE state = 'failed';
+"""
+
 # Each entry brings the schema from version N-1 to N; append, never edit.
-MIGRATIONS = (_SCHEMA_V1,)
+MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -235,16 +265,15 @@ class Store:
     def list_jobs(self, state: Optional[str], limit: Optional[int]) -> list:
         """A page of jobs: claim order for pending/failed, newest first otherwise."""
         if state in (PENDING, FAILED):
-            where, order = "WHERE state = ?", "ORDER BY priority, run_at, seq"
+            where, order, params = _BY_STATE[state], "ORDER BY priority, run_at, seq", []
         elif state is not None:
-            where, order = "WHERE state = ?", "ORDER BY seq DESC"
+            where, order, params = "FROM jobs WHERE state = ?", "ORDER BY seq DESC", [state]
         else:
-            where, order = "", "ORDER BY seq DESC"
-        params = [state] if state else []
+            where, order, params = "FROM jobs", "ORDER BY seq DESC", []
         page = " LIMIT ?" if limit else ""
         if limit:
             params.append(limit)
-        return self._select(f"SELECT {JOB_COLUMNS} FROM jobs {where} {order}{page}", params)
+        return self._select(f"SELECT {JOB_COLUMNS} {where} {order}{page}", params)
 
     def states_of(self, ids: list) -> dict:
         """{id: state} for the ids that exist."""
@@ -261,7 +290,30 @@ class Store:
 
     def next_run_at(self) -> Optional[float]:
         """The earliest run_at among waiting jobs, due or not."""
-        return self._conn.execute(f"SELECT min(run_at) FROM jobs WHERE {_WAITING}").fetchone()[0]
+        earliest, after = None, BELOW_ANY_PRIORITY
+        for _ in range(PRIORITY_STEPS):
+            priority = self._conn.execute(_NEXT_PRIORITY, {"after": after}).fetchone()[0]
+            if priority is None:
+                return earliest
+            first = self._conn.execute(_FIRST_AT_PRIORITY, {"priority": priority}).fetchone()[0]
+            earliest = first if earliest is None else min(earliest, first)
+            after = priority
+        rest = self._conn.execute(_FIRST_AFTER, {"after": after}).fetchone()[0]
+        return earliest if rest is None else min(earliest, rest)
+
+    def _next_due(self, now: float) -> Optional[Job]:
+        """The job a claim takes: lowest priority, then earliest run_at, then enqueue order."""
+        after = BELOW_ANY_PRIORITY
+        for _ in range(PRIORITY_STEPS):
+            priority = self._conn.execute(_NEXT_PRIORITY, {"after": after}).fetchone()[0]
+            if priority is None:
+                return None
+            row = self._conn.execute(_DUE_AT_PRIORITY, {"priority": priority, "now": now}).fetchone()
+            if row is not None:
+                return Job.from_row(row)
+            after = priority
+        row = self._conn.execute(_DUE_AFTER, {"after": after, "now": now}).fetchone()
+        return None if row is None else Job.from_row(row)
 
     # -- user transitions --------------------------------------------------------------------
 
@@ -311,10 +363,9 @@ class Store:
     def claim_next(self, worker_id: str, now: float) -> Optional[Job]:
         """Take the next due job: lowest priority, then earliest run_at, then enqueue order."""
         with self._write() as conn:
-            rows = [Job.from_row(row) for row in conn.execute(_NEXT_DUE, {"now": now})]
-            if not rows:
+            job = self._next_due(now)
+            if job is None:
                 return None
-            job = rows[0]
             conn.execute(
                 "UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = ?,"
                 " started_at = ?, updated_at = ? WHERE seq = ?",

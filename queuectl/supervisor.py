@@ -3,22 +3,20 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import secrets
 import select
 import signal
 import sys
 import time
 from collections import deque
-from multiprocessing.connection import wait as wait_for_any
 from typing import Optional
 
 from .config import load as load_config
 from .errors import QueuectlError, StillRunning
 from .home import QueueHome
-from .pidfile import PoolRecord, pid_alive, read_pools
+from .pidfile import PoolRecord, read_pools
 from .repository import Store
 from .timeutil import iso, now
-from .worker import HOST, recover_lost_job, worker_main
+from .worker import recover_lost_job, worker_main
 
 READY_SECONDS = 30.0
 RESPAWN_LIMIT = 5  # respawns within RESPAWN_WINDOW before the pool gives up on a crash loop
@@ -36,7 +34,7 @@ class Supervisor:
         self.home = home
         self.count = count
         self.burst = burst
-        self.pool_id = secrets.token_hex(3)
+        self.pool_id = os.urandom(3).hex()
         self.interrupts = 0  # Ctrl+C presses: the first stops gently, the second forces
         self.stop_requested = False
         self.force_requested = False
@@ -111,7 +109,7 @@ class Supervisor:
         relayed = (False, False)
         while self.workers:
             sentinels = [p.sentinel for p in self.workers.values()]
-            wait_for_any(sentinels + [wake_r], timeout=5.0)
+            select.select(sentinels + [wake_r], [], [], 5.0)  # a worker exited, or a signal came
             _drain(wake_r)
             wanted = (self.stop_requested, self.force_requested)
             if wanted != relayed:
@@ -276,8 +274,3 @@ def _kill(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
-
-
-def live_workers(store: Store, lease_seconds: float) -> list:
-    """Workers heard from within the lease, less local ones whose process is gone."""
-    return [w for w in store.workers(now(), lease_seconds) if w.host != HOST or pid_alive(w.pid)]

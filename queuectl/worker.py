@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import time
 from typing import Callable, Optional
@@ -13,12 +12,11 @@ from .config import LiveConfig
 from .errors import QueuectlError
 from .home import QueueHome
 from .models import Job, Outcome
-from .pidfile import pid_alive
+from .pidfile import HOST, pid_alive
 from .repository import DB_ERRORS, Store
 from .timeutil import iso
 
 IDLE_TICK = 0.05  # idle workers look for news this often: cheap (PRAGMA data_version), and quick pickup
-HOST = socket.gethostname()
 LOST = "worker lost"
 
 

@@ -94,6 +94,32 @@ def test_reopening_keeps_jobs_and_schema(store, db_path):
         again.close()
 
 
+def test_a_version_1_database_is_migrated_forward_keeping_its_jobs(db_path):
+    import sqlite3
+
+    from queuectl.repository import MIGRATIONS, _statements
+
+    old = sqlite3.connect(db_path, isolation_level=None)
+    old.execute("PRAGMA journal_mode = WAL")
+    for statement in _statements(MIGRATIONS[0]):
+        old.execute(statement)
+    old.execute("PRAGMA user_version = 1")
+    old.close()
+    v1 = Store(sqlite3.connect(db_path, isolation_level=None), db_path)
+    v1.insert([new("late", priority=-1, run_at=NOW + 60), new("due")], NOW)
+    v1.close()
+
+    store = Store.open(db_path)
+    try:
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        indexes = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"jobs_pending", "jobs_failed"} <= indexes and "jobs_state_order" not in indexes
+        assert store.claim_next(W1, NOW + 1).id == "due"
+        assert store.next_run_at() == NOW + 60
+    finally:
+        store.close()
+
+
 def test_a_newer_schema_is_refused_with_the_path(store, db_path):
     store._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     store.close()
@@ -450,14 +476,31 @@ def busy_store(store):
     return store
 
 
-def test_the_claim_walks_the_claim_index(busy_store):
-    claim_index = _index_on(busy_store, "state", "priority", "run_at", "seq")
-    statements = _statements_of(busy_store, lambda: busy_store.claim_next(W1, NOW))
-    assert statements, "claim_next ran no SELECT"
+WAITING_INDEX = r"jobs_(pending|failed)"  # partial indexes on (priority, run_at), rowid seq last
+
+
+@pytest.mark.parametrize("action", ["claim_next", "next_run_at"])
+def test_the_claim_walks_the_claim_indexes(busy_store, action):
+    assert _index_on(busy_store, "priority", "run_at") in ("jobs_pending", "jobs_failed")
+    run = {"claim_next": lambda: busy_store.claim_next(W1, NOW),
+           "next_run_at": busy_store.next_run_at}[action]
+    statements = _statements_of(busy_store, run)
+    assert statements, f"{action} ran no SELECT"
     for sql in statements:
         # The index gives claim order: no sort of the waiting jobs (a sort of the one head row
         # of each state, after the index has been walked, is fine).
-        _assert_uses_index(_plan(busy_store, sql), claim_index)
+        _assert_uses_index(_plan(busy_store, sql), WAITING_INDEX)
+
+
+def test_the_claim_seeks_past_priorities_with_nothing_due(store):
+    """Not-yet-due jobs at better priorities cost a seek per priority, not a row each."""
+    for priority in range(-12, 0):  # more priorities than PRIORITY_STEPS: the fallback scan too
+        add(store, *[f"later{priority}-{i}" for i in range(30)], priority=priority, run_at=NOW + 3600)
+    add(store, "due", priority=5)
+    statements = _statements_of(store, lambda: store.claim_next(W1, NOW))
+    assert store.get("due").state == PROCESSING
+    assert 2 <= len(statements) <= 20, statements
+    assert store.next_run_at() == NOW + 3600
 
 
 @pytest.mark.parametrize("state", [PENDING, FAILED, COMPLETED, DEAD, PROCESSING, None])
@@ -467,7 +510,9 @@ def test_list_uses_an_index_for_its_order(busy_store, state):
     plan = _plan(busy_store, statements[0])
     steps = "\n".join(detail for _, _, detail in plan)
     assert not _sorts_jobs(plan), steps
-    if state is not None:
+    if state in (PENDING, FAILED):
+        assert re.search(rf"^SCAN jobs USING INDEX jobs_{state}$", steps, re.M), steps
+    elif state is not None:
         assert re.search(r"^SEARCH jobs USING (COVERING )?INDEX \w+ \(state=\?\)", steps, re.M), steps
 
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from conftest import job_state, run_cli, wait_until
 from queuectl.home import QueueHome
@@ -278,7 +277,7 @@ def test_killed_worker_job_is_taken_back_as_worker_lost(home, workdir, pools):
 
 
 def test_supervisor_killed_workers_finish_and_stop_copes(home, workdir, pools):
-    enqueue(home, "--id", "j", f"sleep 1", cwd=workdir)
+    enqueue(home, "--id", "j", "sleep 1", cwd=workdir)
     supervisor, worker = pools.start(1)
     wait_until(lambda: job_state(home, "j")["state"] == "processing", what="the run to start")
     os.kill(supervisor, signal.SIGKILL)
