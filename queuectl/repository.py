@@ -113,9 +113,13 @@ MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def new_job_id() -> str:
-    """16 hex digits: collisions stay negligible at millions of jobs; any unique prefix works."""
-    return os.urandom(8).hex()
+def new_job_ids(count: int) -> list:
+    """`count` ids of 16 random hex digits: collisions stay negligible at millions of jobs, and
+    any unique prefix works. One urandom call for all (a call per id was 5% of bulk enqueue)."""
+    digits = os.urandom(8 * count).hex()
+    # Sorted, so a batch's ids go into the id index in order: random order made inserting 100k
+    # jobs a third slower (a random B-tree page touched per row). They are no less random.
+    return sorted(digits[start:start + 16] for start in range(0, 16 * count, 16))
 
 
 class Store:
@@ -208,13 +212,15 @@ class Store:
 
         With `if_absent`, jobs whose id exists already are skipped instead of refusing all.
         """
-        ids = [job.id or new_job_id() for job in jobs]
-        _refuse_repeats(ids, if_absent)
+        given = [j.id for j in jobs if j.id is not None]
+        fresh = iter(new_job_ids(len(jobs) - len(given)))
+        ids = [job.id or next(fresh) for job in jobs]
+        if not if_absent and len(set(given)) < len(given):
+            _refuse_repeats(given)
         rows = [
             (job_id, j.command, PENDING, j.max_retries, j.priority, j.timeout, j.run_at, j.cwd, now, now)
             for job_id, j in zip(ids, jobs)
         ]
-        given = [j.id for j in jobs if j.id is not None]
         verb = "INSERT OR IGNORE" if if_absent else "INSERT"
         try:
             with self._write() as conn:
@@ -228,6 +234,8 @@ class Store:
             taken = sorted(self._existing_ids(given))
             shown = ", ".join(taken[:5]) + (" ..." if len(taken) > 5 else "")
             raise Conflict(f"job id already exists: {shown}; nothing was enqueued") from None
+        if not if_absent:
+            return ids
         return list(dict.fromkeys(job_id for job_id in ids if job_id not in existing))
 
     def _existing_ids(self, ids: list) -> set:
@@ -465,9 +473,7 @@ def _insert_rows(conn: sqlite3.Connection, verb: str, rows: list) -> None:
         conn.executemany(f"{verb} INTO jobs {_INSERT_COLUMNS} VALUES {one}", rows[full:])
 
 
-def _refuse_repeats(ids: list, if_absent: bool) -> None:
-    if if_absent or len(ids) < 2:
-        return
+def _refuse_repeats(ids: list) -> None:
     seen: set = set()
     for job_id in ids:
         if job_id in seen:

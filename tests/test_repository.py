@@ -193,6 +193,12 @@ def test_generated_ids_are_16_hex_digits_and_returned(store):
     assert sorted(ids(store)) == sorted(created)
 
 
+def test_a_batch_mixing_given_and_generated_ids_keeps_its_order(store):
+    created = store.insert([new(None), new("given"), *[new(None) for _ in range(500)]], NOW)
+    assert len(set(created)) == 502 and created[1] == "given"
+    assert claim_all(store) == created  # claim order is the order of the batch
+
+
 # -- insert: all or none, if_absent ------------------------------------------------------------
 
 @pytest.mark.parametrize("batch", [

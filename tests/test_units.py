@@ -312,14 +312,21 @@ def test_malformed_json_lines_are_refused(text):
 
 
 def test_json_lines_name_each_line_counting_blank_ones():
-    labelled = jobspec.parse_many('{"command":"a"}\n\n  \n{"command":"b"}\r\n', "jobs.jsonl")
-    assert labelled == [("jobs.jsonl line 1", {"command": "a"}), ("jobs.jsonl line 4", {"command": "b"})]
+    entries = jobspec.parse_many('{"command":"a"}\n\n  \n{"command":"b"}\r\n', "jobs.jsonl")
+    assert entries.numbered == [(1, {"command": "a"}), (4, {"command": "b"})]
+    assert entries.where(4) == "jobs.jsonl line 4"
+
+
+def test_json_array_entries_are_named_by_item_even_in_a_file_named_with_braces():
+    entries = jobspec.parse_many('[{"command":"a"}, {"command":"b"}]', "{odd}.json")
+    assert entries.numbered == [(1, {"command": "a"}), (2, {"command": "b"})]
+    assert entries.where(2) == "{odd}.json item 2"
 
 
 def test_json_lines_are_split_only_at_newlines():
     """JSON allows U+2028 and the like inside strings; str.splitlines() would break the line there."""
     text = '{"command":"echo a\u2028b"}\n{"command":"echo c\x85d\u2029e"}'
-    assert [obj["command"] for _, obj in jobspec.parse_many(text, "f")] == ["echo a\u2028b", "echo c\x85d\u2029e"]
+    assert [obj["command"] for _, obj in jobspec.parse_many(text, "f").numbered] == ["echo a\u2028b", "echo c\x85d\u2029e"]
 
 
 # -- retry policy --------------------------------------------------------------------------------
