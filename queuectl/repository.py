@@ -100,12 +100,48 @@ CREATE TABLE workers (
 );
 """
 
-# v2: the claim index only holds waiting jobs, one partial index per waiting state. A job that
-# completes no longer rewrites it, and the claim can seek each priority's due jobs directly.
+# v2, rebuilding the jobs table (SQLite cannot alter a CHECK in place):
+# - the claim index only holds waiting jobs, one partial index per waiting state: a job that
+#   completes no longer rewrites it, and the claim can seek each priority's due jobs directly;
+# - the state CHECK is an OR chain: SQLite 3.40 builds an ephemeral index for an IN list on
+#   every row it checks, which cost a fifth of inserting 100k jobs and ~20 µs per state change.
+# Renaming the old table takes its indexes and triggers along; DROP TABLE fires no triggers,
+# so job_counts stays right.
 _SCHEMA_V2 = """
-DROP INDEX jobs_state_order;
+ALTER TABLE jobs RENAME TO jobs_v1;
+CREATE TABLE jobs (
+    seq         INTEGER PRIMARY KEY,  -- enqueue order: a new job always gets max(seq) + 1
+    id          TEXT NOT NULL UNIQUE,
+    command     TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state = 'pending' OR state = 'processing'
+                                     OR state = 'completed' OR state = 'failed' OR state = 'dead'),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    max_retries INTEGER NOT NULL,
+    priority    INTEGER NOT NULL DEFAULT 0,
+    timeout     NUMERIC,  -- keeps 5 an integer and 1.5 a real
+    run_at      REAL NOT NULL,
+    cwd         TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    exit_code   INTEGER,
+    last_error  TEXT,
+    worker_id   TEXT,
+    started_at  REAL
+);
+INSERT INTO jobs SELECT * FROM jobs_v1;
+DROP TABLE jobs_v1;
+-- Claim order within a waiting state; the rowid (seq) ends each entry.
 CREATE INDEX jobs_pending ON jobs (priority, run_at) WHERE state = 'pending';
 CREATE INDEX jobs_failed ON jobs (priority, run_at) WHERE state = 'failed';
+-- `list --state X` newest first, and the processing jobs of a worker.
+CREATE INDEX jobs_state_recent ON jobs (state, seq);
+CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TRIGGER jobs_counted_update AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+    UPDATE job_counts SET n = n + 1 WHERE state = NEW.state;
+END;
 """
 
 # Each entry brings the schema from version N-1 to N; append, never edit.

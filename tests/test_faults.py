@@ -459,22 +459,15 @@ def _stop_leaves_the_stranger_alive(home: str, pools: Pools, stranger: subproces
     assert alive(stranger.pid)
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("form", list(PIDFILE_FORMS))
-def test_worker_stop_never_signals_a_stranger_named_by_a_stale_pidfile(home, pools, form):
-    stranger = _stranger()
-    try:
-        _stop_leaves_the_stranger_alive(home, pools, stranger, PIDFILE_FORMS[form](stranger.pid))
-    finally:
-        stranger.kill()
-        stranger.wait()
+# A stranger whose command line mentions queuectl: `vim queuectl.conf`, say, that got a dead pool's PID.
+STRANGERS = [("sleep", form) for form in PIDFILE_FORMS] + [
+    ("queuectl-notes", form) for form in ("json-no-start", "bare-pid")]
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("form", ["json-no-start", "bare-pid"])
-def test_worker_stop_never_signals_a_stranger_whose_command_line_mentions_queuectl(home, pools, form):
-    # e.g. `vim queuectl.conf` or `tail -f /var/log/queuectl.log` that got the PID of a dead pool.
-    stranger = _stranger("queuectl-notes")
+@pytest.mark.parametrize("argv0, form", STRANGERS, ids=[f"{a}-{f}" for a, f in STRANGERS])
+def test_worker_stop_never_signals_a_stranger_named_by_a_stale_pidfile(home, pools, argv0, form):
+    stranger = _stranger(argv0)
     try:
         _stop_leaves_the_stranger_alive(home, pools, stranger, PIDFILE_FORMS[form](stranger.pid))
     finally:

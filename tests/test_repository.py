@@ -114,8 +114,15 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_jobs(db_path):
         assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         indexes = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"jobs_pending", "jobs_failed"} <= indexes and "jobs_state_order" not in indexes
+        tables = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "jobs_v1" not in tables
         assert store.claim_next(W1, NOW + 1).id == "due"
         assert store.next_run_at() == NOW + 60
+        assert store.counts() == rows_by_state(store) == {**dict.fromkeys(STATES, 0), PENDING: 1, PROCESSING: 1}
+        store.delete(["late"])  # the triggers that keep the counts came along
+        assert store.counts() == rows_by_state(store)
+        with pytest.raises(sqlite3.IntegrityError):  # and the state CHECK
+            store._conn.execute("UPDATE jobs SET state = 'lost' WHERE id = 'due'")
     finally:
         store.close()
 
