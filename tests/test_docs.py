@@ -92,3 +92,24 @@ def test_the_top_level_config_json_equals_the_defaults():
         shipped = json.load(handle)
     assert list(shipped) == list(config.DEFAULTS)
     assert {k: (type(v), v) for k, v in shipped.items()} == {k: (type(v), v) for k, v in config.DEFAULTS.items()}
+
+
+@pytest.mark.timeout(90)
+def test_the_readme_demo_runs_to_the_end(tmp_path):
+    """scripts/demo.sh, as the README's first command runs it: real CLI, real pool (--burst)."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = os.path.dirname(sys.executable)  # the venv's, where the `queuectl` script is
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "HOME": str(tmp_path)}
+    env.pop("QUEUECTL_HOME", None)
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=80)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "Traceback" not in out + result.stderr
+    assert "urgent\nhello\nlater\n" in out  # priority first, the delayed job last, all three run
+    status = out[out.rindex("$ queuectl status"):out.rindex("$ queuectl dlq list")]
+    assert re.search(r"completed\s+3\b", status) and re.search(r"dead\s+1\b", status), status
+    assert re.search(r"^flaky\s+3\s+3\s", out[out.rindex("$ queuectl dlq list"):], re.M), out
