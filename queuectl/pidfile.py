@@ -43,8 +43,8 @@ def live_workers(store, lease_seconds: float) -> list:
     return [w for w in store.workers(time.time(), lease_seconds) if w.host != HOST or pid_alive(w.pid)]
 
 
-def is_ours(pid: int, started: Optional[int]) -> bool:
-    """True only if `pid` is the same queuectl process that was recorded, not a reused PID."""
+def is_ours(pid: int, started: Optional[int], root: str) -> bool:
+    """True only if `pid` is the queuectl process that was recorded, of the home at `root`."""
     if not os.path.isdir("/proc/self"):
         return pid_alive(pid)  # no /proc: the best we can do
     # Without a recorded start time (a bare PID, a hand-edited file) nothing proves the PID is
@@ -54,9 +54,36 @@ def is_ours(pid: int, started: Optional[int]) -> bool:
         return False
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"queuectl" in handle.read()
+            if b"queuectl" not in handle.read():
+                return False
     except OSError:
         return False
+    # A pidfile copied with its home (`cp -r` while a pool runs) names the original's pool.
+    return holds_home(pid, root)
+
+
+def hold_home(root: str) -> int:
+    """Keep the home open for the pool's life: its workers inherit the descriptor across fork,
+    and it is how `holds_home` tells this home's pool from another's."""
+    return os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def holds_home(pid: int, root: str) -> bool:
+    """True if the process has the home directory, or a file directly in it, open."""
+    home = os.path.realpath(root)
+    fds = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fds)
+    except OSError:  # gone, or another user's
+        return False
+    for name in names:
+        try:
+            target = os.readlink(f"{fds}/{name}")
+        except OSError:
+            continue
+        if target == home or os.path.dirname(target) == home:
+            return True
+    return False
 
 
 @dataclass
@@ -70,11 +97,15 @@ class PoolRecord:
     workers: dict = field(default_factory=dict)  # pid -> start time
     created: float = 0.0
 
+    @property
+    def root(self) -> str:
+        return os.path.dirname(self.path)
+
     def live_supervisor(self) -> bool:
-        return is_ours(self.supervisor, self.supervisor_started)
+        return is_ours(self.supervisor, self.supervisor_started, self.root)
 
     def live_workers(self) -> list:
-        return [pid for pid, started in self.workers.items() if is_ours(pid, started)]
+        return [pid for pid, started in self.workers.items() if is_ours(pid, started, self.root)]
 
     def live_pids(self) -> list:
         return ([self.supervisor] if self.live_supervisor() else []) + self.live_workers()

@@ -13,7 +13,7 @@ from typing import Optional
 from .config import load as load_config
 from .errors import QueuectlError, StillRunning
 from .home import QueueHome
-from .pidfile import PoolRecord, read_pools
+from .pidfile import PoolRecord, hold_home, read_pools
 from .repository import Store
 from .timeutil import iso, now
 from .worker import recover_lost_job, worker_main
@@ -71,6 +71,7 @@ class Supervisor:
     def run(self, ready_fd: Optional[int] = None) -> int:
         wake_r = self._install_handlers()
         remove_stale_pidfiles(self.home)
+        anchor = hold_home(self.home.root)
         record = PoolRecord.create(self.home, self.pool_id)
         try:
             for _ in range(self.count):
@@ -80,6 +81,7 @@ class Supervisor:
             self._supervise(record, wake_r)
         finally:
             record.remove()
+            os.close(anchor)
         say(f"pool {self.pool_id} stopped")
         return 0
 

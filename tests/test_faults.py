@@ -475,17 +475,32 @@ def test_worker_stop_never_signals_a_stranger_named_by_a_stale_pidfile(home, poo
         stranger.wait()
 
 
+def _true_record(supervisor: int, workers: list) -> str:
+    """A pidfile exactly as queuectl writes it for that pool: right PIDs, right start times."""
+    return json.dumps({"pool": "old", "pid": supervisor, "started": _start_time(supervisor),
+                       "workers": [{"pid": w, "started": _start_time(w)} for w in workers], "created": 0})
+
+
+# The JSON form is what `cp -r` of a home with a running pool leaves in the copy.
+OTHER_HOME_FORMS = {"bare-pid": lambda sup, workers: f"{sup}\n", "json-true-record": _true_record}
+
+
 @pytest.mark.timeout(120)
-def test_worker_stop_leaves_the_pool_of_another_queue_home_alone(home, tmp_path):
+@pytest.mark.parametrize("form", OTHER_HOME_FORMS)
+def test_worker_stop_leaves_the_pool_of_another_queue_home_alone(home, tmp_path, form):
     other = Pools(str(tmp_path / "other-home"))
     try:
         supervisor, workers = start_pool(other, 1)
         cli_ok(home, "status")  # creates this home
         with open(os.path.join(home, "pool-old.pid"), "w") as handle:
-            handle.write(f"{supervisor}\n")
+            handle.write(OTHER_HOME_FORMS[form](supervisor, workers))
         result = run_cli(home, "worker", "stop", "--timeout", "30")
         assert result.returncode == 0, result.stderr
         assert alive(supervisor) and all(alive(w) for w in workers), "another home's pool was stopped"
+        assert not os.path.exists(os.path.join(home, "pool-old.pid")), "the foreign pidfile is left behind"
+        # Its own home still reaches it.
+        cli_ok(other.home, "worker", "stop", "--timeout", "30")
+        assert not alive(supervisor)
     finally:
         other.cleanup()
 
