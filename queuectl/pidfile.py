@@ -69,7 +69,10 @@ def hold_home(root: str) -> int:
 
 
 def holds_home(pid: int, root: str) -> bool:
-    """True if the process has the home directory, or a file directly in it, open."""
+    """True if the process has the home directory, or a file directly in it, open.
+
+    The directory is what `hold_home` keeps; a file in it (`queue.db`) also counts, so the
+    workers of a pool started before pools held their home are still recognised."""
     home = os.path.realpath(root)
     fds = f"/proc/{pid}/fd"
     try:

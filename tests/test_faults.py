@@ -428,11 +428,15 @@ def _stranger(argv0: str = "sleep") -> subprocess.Popen:
     return subprocess.Popen([argv0, "300"], executable="/bin/sleep", start_new_session=True)
 
 
+def _true_record(supervisor: int, workers: list) -> str:
+    """A pidfile exactly as queuectl writes it for that pool: right PIDs, right start times."""
+    return json.dumps({"pool": "old", "pid": supervisor, "started": _start_time(supervisor),
+                       "workers": [{"pid": w, "started": _start_time(w)} for w in workers], "created": 0})
+
+
 PIDFILE_FORMS = {
     # A pidfile queuectl wrote, whose PID now belongs to someone else (start time matches even).
-    "json-same-start": lambda pid: json.dumps({"pool": "old", "pid": pid, "started": _start_time(pid),
-                                               "workers": [{"pid": pid, "started": _start_time(pid)}],
-                                               "created": 0}),
+    "json-same-start": lambda pid: _true_record(pid, [pid]),
     # The usual PID reuse: the recorded start time is that of the old process.
     "json-other-start": lambda pid: json.dumps({"pool": "old", "pid": pid, "started": _start_time(pid) - 1,
                                                 "workers": [{"pid": pid, "started": _start_time(pid) - 1}],
@@ -473,12 +477,6 @@ def test_worker_stop_never_signals_a_stranger_named_by_a_stale_pidfile(home, poo
     finally:
         stranger.kill()
         stranger.wait()
-
-
-def _true_record(supervisor: int, workers: list) -> str:
-    """A pidfile exactly as queuectl writes it for that pool: right PIDs, right start times."""
-    return json.dumps({"pool": "old", "pid": supervisor, "started": _start_time(supervisor),
-                       "workers": [{"pid": w, "started": _start_time(w)} for w in workers], "created": 0})
 
 
 # The JSON form is what `cp -r` of a home with a running pool leaves in the copy.
