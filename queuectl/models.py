@@ -92,6 +92,7 @@ class WorkerInfo(NamedTuple):
     pid: int
     pool_id: str
     host: str
+    home: str  # the queue home's real path on its host
     started_at: float
     heartbeat_at: float
     job_id: Optional[str]

@@ -38,9 +38,12 @@ def pid_alive(pid: Optional[int]) -> bool:
     return True
 
 
-def live_workers(store, lease_seconds: float) -> list:
-    """Workers heard from within the lease, less local ones whose process is gone."""
-    return [w for w in store.workers(time.time(), lease_seconds) if w.host != HOST or pid_alive(w.pid)]
+def live_workers(store, lease_seconds: float, root: str) -> list:
+    """Workers heard from within the lease, less local ones whose process is gone or that
+    serve another queue home (the original of a copied home)."""
+    home = os.path.realpath(root)
+    return [w for w in store.workers(time.time(), lease_seconds)
+            if w.host != HOST or (w.home in ("", home) and pid_alive(w.pid))]
 
 
 def is_ours(pid: int, started: Optional[int], root: str) -> bool:

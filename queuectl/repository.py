@@ -144,8 +144,14 @@ CREATE TRIGGER jobs_counted_update AFTER UPDATE OF state ON jobs WHEN OLD.state 
 END;
 """
 
+# v3: a worker row names its queue home, so a copy of a home (`cp -r` while a pool runs) does
+# not take the original's workers, whose rows it copied, for its own.
+_SCHEMA_V3 = """
+ALTER TABLE workers ADD COLUMN home TEXT NOT NULL DEFAULT '';
+"""
+
 # Each entry brings the schema from version N-1 to N; append, never edit.
-MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
+MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -462,11 +468,12 @@ class Store:
 
     # -- workers ---------------------------------------------------------------------------
 
-    def register_worker(self, worker_id: str, pid: int, pool_id: str, host: str, now: float) -> None:
+    def register_worker(self, worker_id: str, pid: int, pool_id: str, host: str, home: str,
+                        now: float) -> None:
         self._conn.execute(
-            "INSERT OR REPLACE INTO workers (worker_id, pid, pool_id, host, started_at, heartbeat_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (worker_id, pid, pool_id, host, now, now),
+            "INSERT OR REPLACE INTO workers (worker_id, pid, pool_id, host, home, started_at, heartbeat_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (worker_id, pid, pool_id, host, home, now, now),
         )
 
     def heartbeat(self, worker_id: str, now: float) -> bool:
@@ -484,7 +491,8 @@ class Store:
     def workers(self, now: float, lease_seconds: float) -> list:
         """Workers heard from within the lease, each with the job it is running."""
         rows = self._conn.execute(
-            "SELECT w.worker_id, w.pid, w.pool_id, w.host, w.started_at, w.heartbeat_at, j.id, j.started_at"
+            "SELECT w.worker_id, w.pid, w.pool_id, w.host, w.home, w.started_at, w.heartbeat_at,"
+            " j.id, j.started_at"
             " FROM workers w LEFT JOIN jobs j ON j.state = 'processing' AND j.worker_id = w.worker_id"
             " WHERE w.heartbeat_at >= ? ORDER BY w.pool_id, w.started_at, w.worker_id",
             (now - lease_seconds,),

@@ -62,6 +62,7 @@ class Worker:
         self.clock = clock
         self.pid = os.getpid()
         self.worker_id = f"{pool_id}-{self.pid}"
+        self.home_path = os.path.realpath(home.root)
         self.config = LiveConfig(home.config_path)
         self._next_upkeep = 0.0
         self._claimed: Optional[Job] = None  # claimed together with the last outcome, not run yet
@@ -106,7 +107,7 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------
 
     def loop(self) -> None:
-        self.store.register_worker(self.worker_id, self.pid, self.pool_id, HOST, self.clock())
+        self.store.register_worker(self.worker_id, self.pid, self.pool_id, HOST, self.home_path, self.clock())
         try:
             while not self.flags.stop:
                 try:
@@ -162,7 +163,7 @@ class Worker:
             self.say("the pool's supervisor is gone; stopping after the current run")
             self.flags.stop = True
         if not self.store.heartbeat(self.worker_id, now):
-            self.store.register_worker(self.worker_id, self.pid, self.pool_id, HOST, now)
+            self.store.register_worker(self.worker_id, self.pid, self.pool_id, HOST, self.home_path, now)
         self._reclaim_orphans(now, lease)
 
     def _reclaim_orphans(self, now: float, lease: float) -> None:

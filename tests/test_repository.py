@@ -111,7 +111,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_jobs(db_path):
 
     store = Store.open(db_path)
     try:
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"jobs_pending", "jobs_failed"} <= indexes and "jobs_state_order" not in indexes
         tables = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -1,0 +1,98 @@
+"""worker start, stop, status: the pools of a queue home."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import click
+
+from .. import render
+from ..timeutil import parse_duration
+from . import App, cli, json_option, pass_app
+
+
+
+# -- workers -----------------------------------------------------------------------------------
+
+@cli.group()
+def worker() -> None:
+    """Start, stop and inspect worker pools."""
+
+
+@worker.command(name="start")
+@click.option("--count", "-n", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Worker processes in the pool.")
+@click.option("--detach", "--background", "detach", is_flag=True,
+              help="Return once the pool is up, printing its PIDs.")
+@click.option("--burst", is_flag=True, help="Quit when no job is running, due or awaiting a retry.")
+@click.option("--ready-fd", type=int, hidden=True)
+@pass_app
+def worker_start(app: App, count: int, detach: bool, burst: bool, ready_fd: Optional[int]) -> None:
+    """Start a pool of workers; in the foreground until Ctrl+C (twice: kill the runs).
+
+    \b
+    Examples:
+      queuectl worker start --count 4
+      queuectl worker start --count 2 --detach
+      queuectl worker start --burst
+    """
+    from .. import supervisor
+
+    # Report a corrupt config.json or database now, once, rather than from every worker.
+    app.settings()
+    app.close_store_after(lambda store: store.counts())
+    if detach:
+        pool_id, sup, workers = supervisor.start_detached(app.home, count, burst)
+        render.message(f"Started worker pool {pool_id} in the background; "
+                       f"log: {app.home.pool_log_path}; stop it with: queuectl worker stop")
+        click.echo(f"supervisor {sup}")
+        for pid in workers:
+            click.echo(f"worker {pid}")
+        return
+    code = supervisor.start_foreground(app.home, count, burst, ready_fd)
+    # The pool is gone and every file is closed: skip the interpreter's teardown (~30 ms of
+    # freeing modules and multiprocessing's exit hooks, which would only re-check reaped workers).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@worker.command(name="stop")
+@click.option("--force", is_flag=True, help="Kill the runs in progress; their jobs go back to pending.")
+@click.option("--no-wait", is_flag=True, help="Return at once instead of waiting for the pools to exit.")
+@click.option("--timeout", metavar="S", help="Wait at most S seconds (exit 1 if workers still run).")
+@pass_app
+def worker_stop(app: App, force: bool, no_wait: bool, timeout: Optional[str]) -> None:
+    """Stop every pool of this queue home: each worker finishes its current run first.
+
+    \b
+    Examples:
+      queuectl worker stop
+      queuectl worker stop --force --timeout 10
+    """
+    from .. import supervisor
+
+    limit = None if timeout is None else parse_duration(timeout, "timeout")
+    render.message(supervisor.stop_pools(app.home, force, not no_wait, limit))
+
+
+@worker.command(name="status")
+@json_option
+@pass_app
+def worker_status(app: App, as_json: bool) -> None:
+    """List each live worker: PID, pool, current job, since when.
+
+    \b
+    Example:
+      queuectl worker status
+    """
+    from ..pidfile import live_workers
+
+    workers = live_workers(app.store, app.settings()["lease_seconds"], app.home.root)
+    if as_json:
+        render.emit_json([w.to_dict() for w in workers])
+    elif workers:
+        click.echo(render.workers_table(workers))
+    else:
+        render.message("No live workers.")
