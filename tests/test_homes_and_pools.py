@@ -152,6 +152,11 @@ def test_printable(text, shown):
     assert printable(text) == shown
 
 
+def test_error_lines_escape_what_they_quote(home, tmp_path):
+    line = one_error(run_cli(home, "enqueue", "--file", str(tmp_path / "no\x1b]0;PWNED\x07")), 2)
+    assert no_raw_controls(line) and r"no\x1b]0;PWNED\x07" in line, repr(line)
+
+
 def test_the_pools_own_lines_are_escaped(capfd):
     supervisor.say("job x of worker 1: dead after 1 run(s): exit code 1: \x1b]0;PWNED\x07")
     err = capfd.readouterr().err
