@@ -200,6 +200,15 @@ def test_worker_stop_without_a_pidfile_lets_a_running_job_finish(home, workdir, 
     assert not alive(sup) and not alive(workers[0])
 
 
+def test_worker_stop_still_stops_pools_when_the_table_cannot_be_read(home, pools):
+    _, sup, workers, _ = start(pools)
+    with open(os.path.join(home, "config.json"), "w") as handle:
+        handle.write("{not json")
+    result = ok(home, "worker", "stop", "--timeout", "60")
+    assert "pidfiles only" in result.stderr and "Stopped 1 pool(s)" in result.stderr
+    assert not alive(sup) and not any(alive(pid) for pid in workers)
+
+
 def _pretender(home: str, hold: bool) -> subprocess.Popen:
     """A process whose command line reads `queuectl --home HOME worker start`, holding the home open
     or not: what a reused PID could look like at its worst."""

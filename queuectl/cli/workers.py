@@ -9,7 +9,7 @@ from typing import Optional
 import click
 
 from .. import render
-from ..errors import BadInput
+from ..errors import BadInput, QueuectlError
 from ..timeutil import parse_duration
 from . import App, cli, json_option, pass_app
 
@@ -46,7 +46,8 @@ def worker_start(app: App, count: int, detach: bool, burst: bool, ready_fd: Opti
     # Report a corrupt config.json or database now, once, rather than from every worker.
     rows = _live_workers(app)
     if detach:
-        others = [pool.pool_id for pool in live_pools(app.home, rows)[0]]
+        running, _ = live_pools(app.home, rows)
+        others = [pool.pool_id for pool in running]
         pool_id, sup, workers = supervisor.start_detached(app.home, count, burst)
         render.message(f"Started worker pool {pool_id} in the background; "
                        f"log: {app.home.pool_log_path}; stop it with: queuectl worker stop")
@@ -85,7 +86,13 @@ def worker_stop(app: App, force: bool, no_wait: bool, timeout: Optional[str], po
     limit = None if timeout is None else parse_duration(timeout, "timeout")
     if pool_id is not None and not POOL_ID.fullmatch(pool_id):
         raise BadInput(f"invalid pool id {pool_id!r}: 6 hex digits, as `queuectl worker status` shows")
-    rows = _live_workers(app)
+    from ..repository import DB_ERRORS
+
+    try:
+        rows = _live_workers(app)
+    except (QueuectlError, *DB_ERRORS) as exc:  # a broken database or config.json must not keep pools running
+        rows = []
+        render.message(f"Note: stopping the pools of the pidfiles only; {exc}")
     render.message(supervisor.stop_pools(app.home, force, not no_wait, limit, rows, pool_id))
 
 
