@@ -88,12 +88,13 @@ def worker_stop(app: App, force: bool, no_wait: bool, timeout: Optional[str], po
         raise BadInput(f"invalid pool id {pool_id!r}: 6 hex digits, as `queuectl worker status` shows")
     from ..repository import DB_ERRORS
 
+    home = app.home  # a home that cannot be used is an error, not a note
     try:
         rows = _live_workers(app)
     except (QueuectlError, *DB_ERRORS) as exc:  # a broken database or config.json must not keep pools running
         rows = []
         render.message(f"Note: stopping the pools of the pidfiles only; {exc}")
-    render.message(supervisor.stop_pools(app.home, force, not no_wait, limit, rows, pool_id))
+    render.message(supervisor.stop_pools(home, force, not no_wait, limit, rows, pool_id))
 
 
 @worker.command(name="status")
