@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from .errors import BadInput, StoreError
 
@@ -35,8 +35,9 @@ class QueueHome(NamedTuple):
 
     @property
     def pool_log_path(self) -> str:
-        """Where a detached pool writes its own messages."""
-        return os.path.join(self.logs_dir, "workers.log")
+        """Where a detached pool writes its own messages: beside the pidfiles, out of `logs/`,
+        where a job with id `workers` would share (and `delete workers` remove) the file."""
+        return os.path.join(self.root, "pools.log")
 
     def log_path(self, job_id: str) -> str:
         # Job ids are validated to a safe alphabet that cannot name another directory.
@@ -52,15 +53,42 @@ class QueueHome(NamedTuple):
 
     def ensure(self) -> "QueueHome":
         """Create the home and its logs folder, mode 0700, on first use."""
-        for path in (self.root, self.logs_dir):
-            if os.path.isdir(path):
-                continue
-            try:
-                os.makedirs(path, mode=0o700, exist_ok=True)
-                os.chmod(path, 0o700)
-            except OSError as exc:
-                raise StoreError(f"cannot create queue home {path}: {exc.strerror}") from None
+        if not os.path.isdir(self.root):
+            _make_dir(self.root, "queue home", BadInput)
+        if not os.path.isdir(self.logs_dir):
+            _refuse_unwritable(self.root)
+            _make_dir(self.logs_dir, "logs folder", StoreError)
         return self
+
+
+def _make_dir(path: str, what: str, blocked: type) -> None:
+    """Create `path` mode 0700; a file in the way is `blocked` (bad input for the home itself)."""
+    in_the_way = _not_a_directory(path)
+    if in_the_way == path:
+        raise blocked(f"{what} {path} is not a directory")
+    if in_the_way:
+        raise blocked(f"cannot create {what} {path}: {in_the_way} is not a directory")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise StoreError(f"cannot create {what} {path}: {exc.strerror}") from None
+
+
+def _not_a_directory(path: str) -> Optional[str]:
+    """The path itself or its nearest existing ancestor, if that is not a directory."""
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    return None if os.path.isdir(path) else path
+
+
+def _refuse_unwritable(root: str) -> None:
+    # Else the first failure would name `logs`, a folder the user never chose.
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise StoreError(f"queue home {root} is not writable")
 
 
 def create_private(path: str) -> None:

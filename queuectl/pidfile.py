@@ -12,16 +12,20 @@ from .home import QueueHome
 HOST = os.uname().nodename  # what socket.gethostname() returns, without importing socket
 
 
-def start_time(pid: int) -> Optional[int]:
-    """The process's start time in clock ticks since boot (Linux), or None if it is gone."""
+def _stat(pid: int) -> Optional[list]:
+    """The fields of /proc/PID/stat after the command name, or None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             fields = handle.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    if fields[0] == b"Z":  # a zombie has exited already
-        return None
-    return int(fields[19])
+    return None if fields[0] == b"Z" else fields  # a zombie has exited already
+
+
+def start_time(pid: int) -> Optional[int]:
+    """The process's start time in clock ticks since boot (Linux), or None if it is gone."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 def pid_alive(pid: Optional[int]) -> bool:
@@ -55,14 +59,18 @@ def is_ours(pid: int, started: Optional[int], root: str) -> bool:
     # make `worker stop` signal whatever holds that PID now.
     if started is None or start_time(pid) != started:
         return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            if b"queuectl" not in handle.read():
-                return False
-    except OSError:
+    if b"queuectl" not in _cmdline(pid):
         return False
     # A pidfile copied with its home (`cp -r` while a pool runs) names the original's pool.
     return holds_home(pid, root)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
 
 
 def hold_home(root: str) -> int:
@@ -172,3 +180,96 @@ def _parse(path: str, text: str) -> PoolRecord:
     except (ValueError, TypeError, KeyError, AttributeError):
         pass
     return PoolRecord(path, pool_id, 0, None)  # not one we wrote: names nothing, so it is stale
+
+
+# -- pools the workers table knows ---------------------------------------------------------------
+
+START_SLACK = 5.0  # seconds: /proc/stat's boot time is rounded, and follows clock adjustments
+
+
+def live_pools(home: QueueHome, workers: list) -> tuple:
+    """(live, stale): the pools of this home's pidfiles that still have a process of ours, then
+    those the workers table knows without a pidfile (deleted by hand, say), proven ours too;
+    and the pidfiles that name no live process of ours."""
+    live, stale = [], []
+    for pool in read_pools(home):
+        (live if pool.live_pids() else stale).append(pool)
+    return live + _pools_without_pidfile(home, workers, {pool.pool_id for pool in live}), stale
+
+
+def _pools_without_pidfile(home: QueueHome, workers: list, known: set) -> list:
+    """Rebuild a record for each pool of this host and home that the table names and no pidfile
+    does. Only processes proven to be this home's pool are kept: they may be signalled."""
+    root = os.path.realpath(home.root)
+    pools: dict = {}
+    for w in workers:
+        if w.host != HOST or w.home not in ("", root) or w.pool_id in known:
+            continue
+        if not _is_pool_process(w.pid, root, w.started_at):
+            continue
+        pool = pools.setdefault(w.pool_id, PoolRecord(home.pidfile_path(w.pool_id), w.pool_id, 0, None,
+                                                      {}, w.started_at))
+        pool.workers[w.pid] = start_time(w.pid)
+        parent = _parent(w.pid)
+        if not pool.supervisor and parent and _is_pool_process(parent, root, w.started_at):
+            pool.supervisor, pool.supervisor_started = parent, start_time(parent)
+    return list(pools.values())
+
+
+def _is_pool_process(pid: int, root: str, registered: float) -> bool:
+    """A `queuectl worker start` process holding this home open that started before the row
+    naming it was written: a PID reused since (by `queuectl logs -f`, say) started later."""
+    started = start_time(pid)
+    if started is None or _epoch(started) > registered + START_SLACK:
+        return False
+    return b"\0worker\0start\0" in _cmdline(pid) and holds_home(pid, root)
+
+
+def _epoch(ticks: int) -> float:
+    with open("/proc/stat", "rb") as handle:
+        boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _parent(pid: int) -> Optional[int]:
+    fields = _stat(pid)
+    return None if fields is None else int(fields[1])
+
+
+# -- the run a local worker has going ------------------------------------------------------------
+
+def run_pids(workers: list) -> dict:
+    """worker_id -> the PID of the run each busy worker of this host has going; it is also the
+    run's process group. Read from /proc, so no worker writes it anywhere."""
+    found = {}
+    for w in workers:
+        if w.host == HOST and w.job_id:
+            pid = _run_pid(w.pid, w.job_id)
+            if pid:
+                found[w.worker_id] = pid
+    return found
+
+
+def _run_pid(worker_pid: int, job_id: str) -> Optional[int]:
+    """The worker's child that leads its own process group (runs start in a new session), unless
+    its environment names another job (the next run, started meanwhile)."""
+    try:
+        with open(f"/proc/{worker_pid}/task/{worker_pid}/children") as handle:
+            children = [int(pid) for pid in handle.read().split()]
+    except (OSError, ValueError):  # gone, or a kernel without CONFIG_PROC_CHILDREN
+        return None
+    for pid in children:
+        fields = _stat(pid)
+        if fields is not None and int(fields[2]) == pid and _job_of(pid) in (None, job_id):
+            return pid
+    return None
+
+
+def _job_of(pid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            entries = handle.read().split(b"\0")
+    except OSError:
+        return None
+    prefix = b"QUEUECTL_JOB_ID="
+    return next((e[len(prefix):].decode(errors="replace") for e in entries if e.startswith(prefix)), None)

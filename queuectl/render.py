@@ -9,10 +9,26 @@ from .models import Job
 from .timeutil import short_iso
 
 
+def printable(text: str) -> str:
+    """`text` with every character that is not printable (C0 and C1 controls, DEL, line
+    separators, bidi overrides...) shown as its escape, `\\x1b`: text from jobs reaches a
+    terminal, which would act on an escape sequence (set its title, clear the screen, hide text).
+    A newline shows as `\\n`: every field shown to people is one line. Backslashes stay as
+    they are, so a command reads as it was typed."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+# json.dumps escapes C0 controls already; with ensure_ascii=False it would let these through raw.
+_JSON_UNSAFE = {code: f"\\u{code:04x}" for code in [0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]}
+
+
 def emit_json(value: object) -> None:
     import json
 
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    # The escapes stand for the same characters: a JSON reader gets the exact text back.
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False).translate(_JSON_UNSAFE))
 
 
 def message(text: str) -> None:
@@ -23,11 +39,12 @@ def message(text: str) -> None:
 def table(rows: list, headers: list) -> str:
     from tabulate import tabulate  # only the commands that draw tables pay for this import
 
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    cells = [[printable(cell) if isinstance(cell, str) else cell for cell in row] for row in rows]
+    return tabulate(cells, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
 def _clip(text: Optional[str], width: int) -> str:
-    text = (text or "").replace("\n", " ")
+    text = printable(text or "")  # first, so the width counts what is shown
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -50,20 +67,31 @@ def dead_table(jobs: list) -> str:
     return table(rows, ["ID", "ATTEMPTS", "EXIT", "DIED (UTC)", "COMMAND", "LAST ERROR"])
 
 
-def job_detail(job: Job, log_path: str) -> str:
+def job_detail(job: Job, log_path: str, run_pid: Optional[int] = None) -> str:
+    """Every field, one a line; `pid:` (of the run, its process group too) while it runs here."""
     data = job.to_dict()
     data["attempts"] = f"{job.attempts} (up to {job.max_retries + 1} runs: max_retries {job.max_retries})"
     data["timeout"] = "none" if not job.timeout else f"{job.timeout:g}s"
     data["log"] = log_path
-    width = max(len(key) for key in data) + 1
-    return "\n".join(f"{key + ':':<{width}} {'-' if value is None else value}" for key, value in data.items())
+    fields = list(data.items())
+    if run_pid is not None:
+        fields.insert(3, ("pid", run_pid))  # after `state`
+    width = max(len(key) for key, _ in fields) + 1
+    return "\n".join(f"{key + ':':<{width}} {'-' if value is None else printable(str(value))}"
+                     for key, value in fields)
 
 
 def counts_table(counts: dict) -> str:
     return table([(state, str(n)) for state, n in counts.items()], ["STATE", "JOBS"])
 
 
-def workers_table(workers: list) -> str:
+def workers_table(workers: list, run_pids: Optional[dict] = None) -> str:
+    """With `run_pids` (worker id -> PID of its run), a RUN PID column: "-" where it is not known
+    here (idle, or on another host)."""
     rows = [(w.pid, w.pool_id, w.host, w.job_id or "(idle)", short_iso(w.job_since or w.started_at))
             for w in workers]
-    return table(rows, ["PID", "POOL", "HOST", "JOB", "SINCE (UTC)"])
+    headers = ["PID", "POOL", "HOST", "JOB", "SINCE (UTC)"]
+    if run_pids is not None:
+        rows = [row[:4] + (run_pids.get(w.worker_id, "-"),) + row[4:] for row, w in zip(rows, workers)]
+        headers = headers[:4] + ["RUN PID"] + headers[4:]
+    return table(rows, headers)

@@ -11,9 +11,10 @@ from collections import deque
 from typing import Optional
 
 from .config import load as load_config
-from .errors import QueuectlError, StillRunning
+from .errors import NotFound, QueuectlError, StillRunning
 from .home import QueueHome
-from .pidfile import PoolRecord, hold_home, read_pools
+from .pidfile import PoolRecord, hold_home, live_pools, read_pools
+from .render import printable
 from .repository import Store
 from .timeutil import iso, now
 from .worker import recover_lost_job, worker_main
@@ -24,7 +25,8 @@ RESPAWN_WINDOW = 30.0
 
 
 def say(text: str) -> None:
-    print(f"{iso(time.time())} pool {os.getpid()}: {text}", file=sys.stderr, flush=True)
+    # `text` may quote a job's output (a lost job's verdict): never raw to a terminal.
+    print(f"{iso(time.time())} pool {os.getpid()}: {printable(text)}", file=sys.stderr, flush=True)
 
 
 class Supervisor:
@@ -237,38 +239,52 @@ def remove_stale_pidfiles(home: QueueHome) -> int:
     return len(stale)
 
 
-def stop_pools(home: QueueHome, force: bool, wait: bool, timeout: Optional[float]) -> str:
-    """Ask every live pool of this home to stop; wait for them unless told not to."""
+def stop_pools(home: QueueHome, force: bool, wait: bool, timeout: Optional[float], workers: list,
+               only: Optional[str] = None) -> str:
+    """Ask the live pools of this home (or the one named `only`) to stop; wait for them unless
+    told not to. `workers` are the live rows of the workers table: they find a pool whose
+    pidfile is gone."""
     signum = signal.SIGUSR1 if force else signal.SIGTERM
-    asked, stale = [], 0
-    for pool in read_pools(home):
+    asked, stale = live_pools(home, workers)
+    if only is not None:
+        asked = _the_pool(asked, only)
+    for pool in stale:
+        PoolRecord.remove(pool)  # names no live process of ours
+    for pool in asked:
         if pool.live_supervisor():
             _kill(pool.supervisor, signum)
-        elif pool.live_workers():  # the supervisor died (kill -9): tell its workers directly
+        else:  # the supervisor died (kill -9): tell its workers directly
             for pid in pool.live_workers():
                 _kill(pid, signum)
-        else:
-            PoolRecord.remove(pool)  # stale: names no live process of ours
-            stale += 1
-            continue
-        asked.append(pool)
-    note = f" (removed {stale} stale pidfile(s))" if stale else ""
+    note = f" (removed {len(stale)} stale pidfile(s))" if stale else ""
     if not asked:
         return "No worker pools are running" + note
     if not wait:
         return f"Asked {len(asked)} pool(s) to stop" + note
+    _wait_for(asked, timeout)
+    for pool in asked:
+        PoolRecord.remove(pool)
+    return f"Stopped {len(asked)} pool(s)" + note
+
+
+def _the_pool(pools: list, pool_id: str) -> list:
+    chosen = [pool for pool in pools if pool.pool_id == pool_id]
+    if not chosen:
+        running = ", ".join(pool.pool_id for pool in pools) or "none"
+        raise NotFound(f"no pool {pool_id} runs in this queue home (running: {running})")
+    return chosen
+
+
+def _wait_for(pools: list, timeout: Optional[float]) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        running = [pid for pool in asked for pid in pool.live_pids()]
+        running = [pid for pool in pools for pid in pool.live_pids()]
         if not running:
-            break
+            return
         if deadline is not None and time.monotonic() >= deadline:
             raise StillRunning(f"workers still running after {timeout:g}s: PIDs "
                                f"{' '.join(map(str, running))}")
         time.sleep(0.05)
-    for pool in asked:
-        PoolRecord.remove(pool)
-    return f"Stopped {len(asked)} pool(s)" + note
 
 
 def _kill(pid: int, signum: int) -> None:

@@ -13,6 +13,7 @@ from .errors import QueuectlError
 from .home import QueueHome
 from .models import Job, Outcome
 from .pidfile import HOST, pid_alive
+from .render import printable
 from .repository import DB_ERRORS, Store
 from .timeutil import iso
 
@@ -177,7 +178,8 @@ class Worker:
         self.store.remove_stale_workers(now, lease)
 
     def say(self, text: str) -> None:
-        print(f"{iso(time.time())} worker {self.pid}: {text}", file=sys.stderr, flush=True)
+        # `text` may quote a job's output (its last line, in an error): never raw to a terminal.
+        print(f"{iso(time.time())} worker {self.pid}: {printable(text)}", file=sys.stderr, flush=True)
 
 
 def _is_lost(pid: Optional[int], host: Optional[str], heartbeat_at: Optional[float], now: float,

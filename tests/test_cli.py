@@ -183,13 +183,13 @@ def test_a_home_that_cannot_be_used_is_reported_with_its_path(tmp_path):
     (db_dir / "queue.db").mkdir(parents=True)
     config_dir = tmp_path / "config-dir"
     (config_dir / "config.json").mkdir(parents=True)
-    for home, message in [
-        (not_a_dir, f"Error: cannot create queue home {not_a_dir}"),
-        (db_dir, f"Error: cannot open database {db_dir / 'queue.db'}"),
-        (config_dir, f"Error: corrupt config file {config_dir / 'config.json'}"),
+    for home, message, code in [
+        (not_a_dir, f"Error: queue home {not_a_dir} is not a directory", 2),
+        (db_dir, f"Error: cannot open database {db_dir / 'queue.db'}", 1),
+        (config_dir, f"Error: corrupt config file {config_dir / 'config.json'}", 1),
     ]:
         result = CliRunner().invoke(cli_group, ["--home", str(home), "status"])
-        assert result.exit_code == 1
+        assert result.exit_code == code
         assert one_error(result).startswith(message), result.stderr
 
 

@@ -331,7 +331,7 @@ def test_a_long_write_transaction_elsewhere_makes_everyone_wait_not_fail(home, w
                what="every job to finish")
     assert sorted(lines(ran)) == sorted(before + during)
     assert {j["state"] for j in all_jobs(home).values()} == {"completed"}
-    with open(os.path.join(home, "logs", "workers.log")) as handle:
+    with open(os.path.join(home, "pools.log")) as handle:
         pool_log = handle.read()
     assert "locked" not in pool_log and "database trouble" not in pool_log, pool_log
 

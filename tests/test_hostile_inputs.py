@@ -398,8 +398,8 @@ def test_a_home_that_cannot_be_created_is_reported_with_its_path(tmp_path, where
     blocker.write_text("not a directory\n")
     home = str(blocker / "qhome") if where == "under-a-file" else str(blocker)
     result = run_cli(home, *command, cwd=str(tmp_path))
-    line = assert_one_error_line(result, 1)
-    assert home in line
+    line = assert_one_error_line(result, 2)  # bad input: that path cannot be a directory
+    assert home in line and "is not a directory" in line
     assert blocker.read_text() == "not a directory\n"
     assert sorted(os.listdir(tmp_path)) == ["blocker"]
 
@@ -521,7 +521,7 @@ def test_the_home_is_0700_and_every_file_in_it_0600(tmp_path, umask):
         ok("enqueue", "--id", "secret", "echo password123")
         ok("config", "set", "max_retries", "2")
         ok("worker", "start", "--burst")  # writes logs/secret.log
-        pools.start(1)  # a running pool: its pidfile, workers.log, and open WAL files
+        pools.start(1)  # a running pool: its pidfile, pools.log, and open WAL files
         wait_until(lambda: all(os.path.exists(os.path.join(home, f"queue.db-{end}")) for end in ("wal", "shm")),
                    what="the workers to open the database")
         modes = {}
@@ -538,6 +538,6 @@ def test_the_home_is_0700_and_every_file_in_it_0600(tmp_path, umask):
     pidfiles = [name for name in modes if name.startswith("pool-") and name.endswith(".pid")]
     assert len(pidfiles) == 1, modes
     for name in ("queue.db", "queue.db-wal", "queue.db-shm", "config.json", "logs/secret.log",
-                 "logs/workers.log", pidfiles[0]):
+                 "pools.log", pidfiles[0]):
         assert modes.pop(name) == 0o600, name
     assert modes == {}, f"unexpected files: {modes}"

@@ -57,8 +57,10 @@ class QueuectlGroup(click.Group):
 
 
 def _fail(text: str, code: int) -> int:
+    from ..render import printable  # an error may quote what was typed: a path, a file's name
+
     first = text.strip().splitlines()[0] if text.strip() else "failed"
-    click.echo(f"Error: {first}", err=True)
+    click.echo(f"Error: {printable(first)}", err=True)
     return code
 
 

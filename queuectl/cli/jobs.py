@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from .. import jobspec, render
-from ..models import FINISHED, STATES
+from ..models import FINISHED, PROCESSING, STATES
 from ..timeutil import now, parse_duration
 from . import DEFAULT_PAGE, MAX_PAGE, App, cli, confirm, json_option, pass_app, yes_option
 
@@ -126,7 +126,18 @@ def show(app: App, job_id: str, as_json: bool) -> None:
     if as_json:
         render.emit_json(job.to_dict())
     else:
-        click.echo(render.job_detail(job, app.home.log_path(job.id)))
+        click.echo(render.job_detail(job, app.home.log_path(job.id), _run_pid(app, job)))
+
+
+def _run_pid(app: App, job) -> Optional[int]:
+    """The PID (and process group) of the job's run, when it is processing on this host."""
+    if job.state != PROCESSING:
+        return None
+    from ..pidfile import live_workers, run_pids
+
+    lease = app.settings()["lease_seconds"]
+    holder = [w for w in live_workers(app.store, lease, app.home.root) if w.worker_id == job.worker_id]
+    return run_pids(holder).get(job.worker_id)
 
 
 @cli.command()

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Optional
 
 import click
 
 from .. import render
+from ..errors import BadInput, QueuectlError
 from ..timeutil import parse_duration
 from . import App, cli, json_option, pass_app
 
+POOL_ID = re.compile(r"[0-9a-f]{6}")
 
 
 # -- workers -----------------------------------------------------------------------------------
@@ -38,14 +41,19 @@ def worker_start(app: App, count: int, detach: bool, burst: bool, ready_fd: Opti
       queuectl worker start --burst
     """
     from .. import supervisor
+    from ..pidfile import live_pools
 
     # Report a corrupt config.json or database now, once, rather than from every worker.
-    app.settings()
-    app.close_store_after(lambda store: store.counts())
+    rows = _live_workers(app)
     if detach:
+        running, _ = live_pools(app.home, rows)
+        others = [pool.pool_id for pool in running]
         pool_id, sup, workers = supervisor.start_detached(app.home, count, burst)
         render.message(f"Started worker pool {pool_id} in the background; "
                        f"log: {app.home.pool_log_path}; stop it with: queuectl worker stop")
+        if others:
+            render.message(f"{len(others)} other pool(s) already run in this queue home: {', '.join(others)} "
+                           "(stop one with: queuectl worker stop --pool ID)")
         click.echo(f"supervisor {sup}")
         for pid in workers:
             click.echo(f"worker {pid}")
@@ -62,19 +70,31 @@ def worker_start(app: App, count: int, detach: bool, burst: bool, ready_fd: Opti
 @click.option("--force", is_flag=True, help="Kill the runs in progress; their jobs go back to pending.")
 @click.option("--no-wait", is_flag=True, help="Return at once instead of waiting for the pools to exit.")
 @click.option("--timeout", metavar="S", help="Wait at most S seconds (exit 1 if workers still run).")
+@click.option("--pool", "pool_id", metavar="ID", help="Stop only this pool (its id as `worker status` shows it).")
 @pass_app
-def worker_stop(app: App, force: bool, no_wait: bool, timeout: Optional[str]) -> None:
+def worker_stop(app: App, force: bool, no_wait: bool, timeout: Optional[str], pool_id: Optional[str]) -> None:
     """Stop every pool of this queue home: each worker finishes its current run first.
 
     \b
     Examples:
       queuectl worker stop
       queuectl worker stop --force --timeout 10
+      queuectl worker stop --pool 3f9c2a
     """
     from .. import supervisor
 
     limit = None if timeout is None else parse_duration(timeout, "timeout")
-    render.message(supervisor.stop_pools(app.home, force, not no_wait, limit))
+    if pool_id is not None and not POOL_ID.fullmatch(pool_id):
+        raise BadInput(f"invalid pool id {pool_id!r}: 6 hex digits, as `queuectl worker status` shows")
+    from ..repository import DB_ERRORS
+
+    home = app.home  # a home that cannot be used is an error, not a note
+    try:
+        rows = _live_workers(app)
+    except (QueuectlError, *DB_ERRORS) as exc:  # a broken database or config.json must not keep pools running
+        rows = []
+        render.message(f"Note: stopping the pools of the pidfiles only; {exc}")
+    render.message(supervisor.stop_pools(home, force, not no_wait, limit, rows, pool_id))
 
 
 @worker.command(name="status")
@@ -87,12 +107,24 @@ def worker_status(app: App, as_json: bool) -> None:
     Example:
       queuectl worker status
     """
-    from ..pidfile import live_workers
+    from ..pidfile import run_pids
 
-    workers = live_workers(app.store, app.settings()["lease_seconds"], app.home.root)
+    workers = _live_workers(app)
+    runs = run_pids(workers)
     if as_json:
-        render.emit_json([w.to_dict() for w in workers])
+        render.emit_json([{**w.to_dict(), "run_pid": runs.get(w.worker_id)} for w in workers])
     elif workers:
-        click.echo(render.workers_table(workers))
+        click.echo(render.workers_table(workers, runs))
     else:
         render.message("No live workers.")
+
+
+def _live_workers(app: App) -> list:
+    """This home's live workers, by the workers table; the store is closed again (a pool may
+    fork next)."""
+    from ..pidfile import live_workers
+
+    lease = app.settings()["lease_seconds"]
+    found: list = []
+    app.close_store_after(lambda store: found.extend(live_workers(store, lease, app.home.root)))
+    return found
