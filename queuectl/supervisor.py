@@ -14,6 +14,7 @@ from .config import load as load_config
 from .errors import QueuectlError, StillRunning
 from .home import QueueHome
 from .pidfile import PoolRecord, hold_home, read_pools
+from .render import plural
 from .repository import Store
 from .timeutil import iso, now
 from .worker import recover_lost_job, worker_main
@@ -101,7 +102,7 @@ class Supervisor:
 
     def _announce(self, ready_fd: Optional[int]) -> None:
         pids = " ".join(str(pid) for pid in self.workers)
-        say(f"pool {self.pool_id} started {len(self.workers)} worker(s): PIDs {pids}"
+        say(f"pool {self.pool_id} started {plural(len(self.workers), 'worker')}: PIDs {pids}"
             + ("" if ready_fd is not None else "; Ctrl+C stops gracefully, twice kills the runs"))
         if ready_fd is not None:
             os.write(ready_fd, f"ready {self.pool_id} {os.getpid()} {pids}\n".encode())
@@ -252,11 +253,11 @@ def stop_pools(home: QueueHome, force: bool, wait: bool, timeout: Optional[float
             stale += 1
             continue
         asked.append(pool)
-    note = f" (removed {stale} stale pidfile(s))" if stale else ""
+    note = f" (removed {plural(stale, 'stale pidfile')})" if stale else ""
     if not asked:
         return "No worker pools are running" + note
     if not wait:
-        return f"Asked {len(asked)} pool(s) to stop" + note
+        return f"Asked {plural(len(asked), 'pool')} to stop" + note
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         running = [pid for pool in asked for pid in pool.live_pids()]
@@ -268,7 +269,7 @@ def stop_pools(home: QueueHome, force: bool, wait: bool, timeout: Optional[float
         time.sleep(0.05)
     for pool in asked:
         PoolRecord.remove(pool)
-    return f"Stopped {len(asked)} pool(s)" + note
+    return f"Stopped {plural(len(asked), 'pool')}" + note
 
 
 def _kill(pid: int, signum: int) -> None:
