@@ -93,5 +93,6 @@ def progress(total: int, minimum: int, what: str) -> Iterator[Optional[Callable[
         def update(steps: int) -> None:
             bar.update(steps, f"{min(bar.pos + steps, total)} of {total} {what}")
 
-        update(0)
+        bar.current_item = f"0 of {total} {what}"
+        bar.render_progress()
         yield update

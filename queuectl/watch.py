@@ -20,8 +20,9 @@ class WorkerNotice:
     """Says once on stderr, after a few seconds, that no live worker is there to run the jobs
     (a `wait` with no pool started would otherwise look hung)."""
 
-    def __init__(self, live_workers: Callable[[], int]) -> None:
+    def __init__(self, live_workers: Callable[[], int], below_a_bar: bool = False) -> None:
         self._live_workers = live_workers
+        self._start = "\n" if below_a_bar else ""  # a progress bar's line has no newline yet
         self._next = time.monotonic() + NOTICE_AFTER
         self._said = False
 
@@ -31,7 +32,7 @@ class WorkerNotice:
         self._next = time.monotonic() + NOTICE_EVERY
         if self._live_workers() == 0:
             self._said = True
-            print(f"No live worker: {plural(waiting, 'job')} will wait until a pool starts"
+            print(f"{self._start}No live worker: {plural(waiting, 'job')} will wait until a pool starts"
                   " (queuectl worker start)", file=sys.stderr)
 
 
@@ -50,8 +51,10 @@ class Deadline:
 
 
 def wait_for(store, ids: list, timeout: Optional[float], notice: Optional[WorkerNotice] = None,
-             progress: Optional[Callable[[int], None]] = None) -> int:
-    """0 when every job completed, 1 when all finished but some died, 124 on timeout."""
+             progress: Optional[Callable[[int], None]] = None) -> tuple:
+    """(exit code, message for stderr or None): 0 when every job completed, 1 when all
+    finished but some died, 124 on timeout. The caller prints the message once its progress
+    bar is closed."""
     deadline = Deadline(timeout)
     remaining = set(ids)
     outcomes: dict = {}
@@ -69,21 +72,19 @@ def wait_for(store, ids: list, timeout: Optional[float], notice: Optional[Worker
         if not remaining:
             break
         if deadline.passed():
-            print(f"Timed out waiting for {plural(len(remaining), 'job')}: {some(sorted(remaining))}",
-                  file=sys.stderr)
-            return EXIT_TIMEOUT
+            left = sorted(remaining)
+            return EXIT_TIMEOUT, f"Timed out waiting for {plural(len(left), 'job')}: {some(left)}"
         if notice is not None:
             notice.check(len(remaining))
         deadline.sleep()
     return _verdict(outcomes)
 
 
-def _verdict(outcomes: dict) -> int:
+def _verdict(outcomes: dict) -> tuple:
     failed = sorted(job_id for job_id, state in outcomes.items() if state != COMPLETED)
     if failed:
-        print(f"Not completed: {some([f'{j} ({outcomes[j]})' for j in failed])}", file=sys.stderr)
-        return 1
-    return 0
+        return 1, f"Not completed: {some([f'{j} ({outcomes[j]})' for j in failed])}"
+    return 0, None
 
 
 def print_log(store, job_id: str, path: str, follow: bool, tail: Optional[int] = None,
@@ -107,7 +108,10 @@ def print_log(store, job_id: str, path: str, follow: bool, tail: Optional[int] =
                     continue  # the log appeared just as the job finished: print it
                 if handle is not None:
                     _copy(handle, out)
-                return _verdict({job_id: "deleted" if job is None else job.state})
+                code, message = _verdict({job_id: "deleted" if job is None else job.state})
+                if message:
+                    print(message, file=sys.stderr)
+                return code
             if deadline.passed():
                 print(f"Timed out following job {job_id} ({job.state})", file=sys.stderr)
                 return EXIT_TIMEOUT

@@ -181,7 +181,7 @@ def logs(app: App, job_id: str, follow: bool, tail: Optional[int], timeout: Opti
 
 @cli.command()
 @click.argument("job_ids", metavar="ID...", nargs=-1)
-@click.option("--all", "every", is_flag=True, help="Every job not yet finished (pending, processing, failed).")
+@click.option("--all", "every", is_flag=True, help="Every job not yet finished: pending, processing, failed.")
 @click.option("--timeout", metavar="S", help="Give up after S seconds (exit 124).")
 @pass_app
 def wait(app: App, job_ids: tuple, every: bool, timeout: Optional[str]) -> None:
@@ -199,7 +199,9 @@ def wait(app: App, job_ids: tuple, every: bool, timeout: Optional[str]) -> None:
     limit = None if timeout is None else parse_duration(timeout, "timeout")
     ids = _unfinished_ids(app) if every else app.resolve_ids(job_ids)
     with render.progress(len(ids), WAIT_PROGRESS_MIN, "finished") as update:
-        code = wait_for(app.store, ids, limit, _worker_notice(app), update)
+        code, message = wait_for(app.store, ids, limit, _worker_notice(app, update is not None), update)
+    if message:
+        render.message(message)
     sys.exit(code)
 
 
@@ -207,13 +209,13 @@ def _unfinished_ids(app: App) -> list:
     return [job.id for state in (PENDING, PROCESSING, FAILED) for job in app.store.list_jobs(state, None)]
 
 
-def _worker_notice(app: App):
+def _worker_notice(app: App, below_a_bar: bool = False):
     """Tells, once, a `wait` or `logs -f` that no live worker of this home could run the job."""
     from ..pidfile import live_workers
     from ..watch import WorkerNotice
 
     lease = app.settings()["lease_seconds"]
-    return WorkerNotice(lambda: len(live_workers(app.store, lease, app.home.root)))
+    return WorkerNotice(lambda: len(live_workers(app.store, lease, app.home.root)), below_a_bar)
 
 
 # -- removing ----------------------------------------------------------------------------------
