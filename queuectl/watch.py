@@ -45,9 +45,9 @@ class Deadline:
     def passed(self) -> bool:
         return self.at is not None and time.monotonic() >= self.at
 
-    def sleep(self) -> None:
-        left = POLL_SECONDS if self.at is None else self.at - time.monotonic()
-        time.sleep(max(0.0, min(POLL_SECONDS, left)))
+    def sleep(self, seconds: float = POLL_SECONDS) -> None:
+        left = seconds if self.at is None else self.at - time.monotonic()
+        time.sleep(max(0.0, min(seconds, left)))
 
 
 def wait_for(store, ids: list, timeout: Optional[float], notice: Optional[WorkerNotice] = None,
@@ -58,17 +58,19 @@ def wait_for(store, ids: list, timeout: Optional[float], notice: Optional[Worker
     deadline = Deadline(timeout)
     remaining = set(ids)
     outcomes: dict = {}
-    shown = 0
+    seen_version, pause = None, POLL_SECONDS
     while True:
-        states = store.states_of(sorted(remaining))
-        for job_id in list(remaining):
-            state = states.get(job_id, "deleted")
-            if state in FINISHED or state == "deleted":
-                outcomes[job_id] = state
-                remaining.discard(job_id)
-        if progress is not None and len(outcomes) > shown:
-            progress(len(outcomes) - shown)
-            shown = len(outcomes)
+        version = store.data_version()
+        if version != seen_version:  # else nothing was committed since the last look
+            seen_version, started = version, time.monotonic()
+            finished = _finished(store.states_of(sorted(remaining)), remaining)
+            # `wait --all` on 100,000 jobs: a look costs a quarter second, so look less often
+            # rather than take a core from the workers it waits for.
+            pause = max(POLL_SECONDS, 4 * (time.monotonic() - started))
+            outcomes.update(finished)
+            remaining.difference_update(finished)
+            if progress is not None and finished:
+                progress(len(finished))
         if not remaining:
             break
         if deadline.passed():
@@ -76,8 +78,14 @@ def wait_for(store, ids: list, timeout: Optional[float], notice: Optional[Worker
             return EXIT_TIMEOUT, f"Timed out waiting for {plural(len(left), 'job')}: {some(left)}"
         if notice is not None:
             notice.check(len(remaining))
-        deadline.sleep()
+        deadline.sleep(pause)
     return _verdict(outcomes)
+
+
+def _finished(states: dict, ids: set) -> dict:
+    """{id: state} of the jobs among `ids` that are completed, dead or gone."""
+    return {job_id: states.get(job_id, "deleted") for job_id in ids
+            if states.get(job_id, "deleted") in (*FINISHED, "deleted")}
 
 
 def _verdict(outcomes: dict) -> tuple:
