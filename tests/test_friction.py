@@ -444,15 +444,22 @@ def test_the_demo_prints_commands_that_paste_back_exactly(tmp_path):
         assert subprocess.run(["sh", "-n", "-c", line]).returncode == 0, line
 
 
-def test_shell_completion_as_the_readme_shows_it():
+@pytest.mark.parametrize("shell, mark", [
+    ("bash", "complete -o nosort -F _queuectl_completion queuectl"),
+    ("zsh", "#compdef queuectl"),
+    ("fish", "complete --no-files --command queuectl"),
+])
+def test_shell_completion_as_the_readme_shows_it(shell, mark):
     queuectl = os.path.join(os.path.dirname(sys.executable), "queuectl")
-    source = subprocess.run([queuectl], env={**os.environ, "_QUEUECTL_COMPLETE": "bash_source"},
+    source = subprocess.run([queuectl], env={**os.environ, "_QUEUECTL_COMPLETE": f"{shell}_source"},
                             capture_output=True, text=True, timeout=30)
-    assert source.returncode == 0 and "complete -o nosort -F _queuectl_completion queuectl" in source.stdout
+    assert source.returncode == 0 and mark in source.stdout, source.stdout[:500]
+    assert f"_QUEUECTL_COMPLETE={shell}_source queuectl" in (ROOT / "README.md").read_text()
+
+
+def test_bash_completion_completes_a_command():
+    queuectl = os.path.join(os.path.dirname(sys.executable), "queuectl")
     words = subprocess.run([queuectl], env={**os.environ, "_QUEUECTL_COMPLETE": "bash_complete",
                                             "COMP_WORDS": "queuectl enq", "COMP_CWORD": "1"},
                            capture_output=True, text=True, timeout=30)
     assert words.stdout.strip() == "plain,enqueue"
-    readme = (ROOT / "README.md").read_text()
-    for shell in ("bash", "zsh", "fish"):
-        assert f"_QUEUECTL_COMPLETE={shell}_source queuectl" in readme
