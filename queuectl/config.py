@@ -17,6 +17,7 @@ class Setting(NamedTuple):
     maximum: float
     meaning: str
     aliases: tuple = ()
+    seconds: bool = False  # `config set` takes a duration too: `1h`, `1h30m`
 
 
 SETTINGS = {
@@ -25,12 +26,14 @@ SETTINGS = {
         Setting("max_retries", 3, True, 0, 1_000_000, "default retries for new jobs",
                 ("max_retries_default", "default_max_retries")),
         Setting("backoff_base", 2, False, 1, 1_000, "base of the exponential backoff"),
-        Setting("backoff_max", 3600, False, 0, 31_536_000, "cap on one backoff delay, seconds"),
+        Setting("backoff_max", 3600, False, 0, 31_536_000, "cap on one backoff delay, seconds",
+                seconds=True),
         Setting("timeout_seconds", 0, False, 0, 31_536_000, "default run timeout, 0 = none",
-                ("timeout", "job_timeout")),
+                ("timeout", "job_timeout"), seconds=True),
         Setting("poll_interval", 1.0, False, 0.05, 3600,
-                "longest an idle worker sleeps between looks, seconds"),
-        Setting("lease_seconds", 30, False, 1, 86_400, "how soon a dead worker's job is taken back"),
+                "longest an idle worker sleeps between looks, seconds", seconds=True),
+        Setting("lease_seconds", 30, False, 1, 86_400, "how soon a dead worker's job is taken back",
+                seconds=True),
     )
 }
 DEFAULTS = {name: s.default for name, s in SETTINGS.items()}
@@ -48,15 +51,18 @@ def canonical(key: str) -> str:
 def validate(name: str, value: object) -> float:
     """The value if it suits the setting, else BadInput saying what is valid."""
     setting = SETTINGS[name]
-    kind = "a whole number" if setting.integer else "a number"
-    wanted = f"{name} must be {kind} from {_plain(setting.minimum)} to {_plain(setting.maximum)}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadInput(f"invalid value {value!r}: {wanted}")
+        raise BadInput(f"invalid value {value!r}: {_wanted(setting)}")
     if setting.integer and not (isinstance(value, int) or float(value).is_integer()):
-        raise BadInput(f"invalid value {value!r}: {wanted}")
+        raise BadInput(f"invalid value {value!r}: {_wanted(setting)}")
     if not math.isfinite(value) or not setting.minimum <= value <= setting.maximum:
-        raise BadInput(f"invalid value {value!r}: {wanted}")
+        raise BadInput(f"invalid value {value!r}: {_wanted(setting)}")
     return int(value) if setting.integer else value
+
+
+def _wanted(setting: Setting) -> str:
+    kind = "a whole number" if setting.integer else "a number"
+    return f"{setting.name} must be {kind} from {_plain(setting.minimum)} to {_plain(setting.maximum)}"
 
 
 def _plain(number: float) -> str:
@@ -64,15 +70,35 @@ def _plain(number: float) -> str:
 
 
 def parse_value(name: str, text: str) -> float:
-    """A setting's value from the command line's text."""
+    """A setting's value from the command line's text; settings in seconds take durations
+    as `enqueue --delay` does (`1h`, `1h30m`)."""
     try:
         value = int(text)
     except ValueError:
         try:
             value = float(text)
         except ValueError:
-            value = text
-    return validate(name, value)
+            value = _duration(name, text)
+    setting = SETTINGS[name]
+    try:
+        return validate(name, value)
+    except BadInput:
+        if not setting.seconds:
+            raise
+        raise BadInput(f"invalid value {text!r}: {_wanted(setting)} seconds,"
+                       " or a duration such as 90s, 5m, 1h30m, 1d") from None
+
+
+def _duration(name: str, text: str) -> object:
+    if not SETTINGS[name].seconds:
+        return text
+    from .timeutil import parse_duration
+
+    try:
+        seconds = parse_duration(text, name)
+    except BadInput:
+        return text  # refused by validate, which says what is valid
+    return int(seconds) if seconds.is_integer() else seconds
 
 
 def format_value(value: float) -> str:
@@ -91,16 +117,21 @@ def load(path: str) -> dict:
     except FileNotFoundError:
         return values
     except (OSError, ValueError) as exc:
-        raise StoreError(f"corrupt config file {path}: {exc}") from None
+        raise _corrupt(path, str(exc)) from None
     if not isinstance(stored, dict):
-        raise StoreError(f"corrupt config file {path}: expected a JSON object")
+        raise _corrupt(path, "expected a JSON object")
     for key, value in stored.items():
         try:
             name = canonical(key)
             values[name] = validate(name, value)
         except BadInput as exc:
-            raise StoreError(f"corrupt config file {path}: {exc}") from None
+            raise _corrupt(path, str(exc)) from None
     return values
+
+
+def _corrupt(path: str, why: str) -> StoreError:
+    return StoreError(f"corrupt config file {path}: {why} "
+                      "(fix it, or run `queuectl config reset` to restore every default)")
 
 
 def save(path: str, values: dict) -> None:

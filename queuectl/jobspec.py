@@ -262,6 +262,16 @@ def _parse_joined(lines: list) -> Optional[list]:
     return values[::2]
 
 
+def parse_commands(text: str, source: str) -> Entries:
+    """One command per line, for `enqueue --lines`: blank lines and `#` comments are skipped."""
+    numbered = []
+    for number, line in enumerate(text.split("\n"), 1):
+        command = line.strip()
+        if command and not command.startswith("#"):
+            numbered.append((number, {"command": command}))
+    return Entries(source.replace("{", "{{").replace("}", "}}") + " line {}", numbered)
+
+
 def build_many(entries: Entries, overrides: dict, defaults: Defaults) -> list:
     """NewJobs for every entry; the first bad one is named in the error."""
     jobs = []
@@ -313,16 +323,43 @@ def read_text(path: str, option: str) -> str:
         raise BadInput(f"cannot read {option} {path}: {reason}") from None
 
 
-def collect(job: Optional[str], job_file: Optional[str], many_file: Optional[str],
-            command: Optional[str], command_file: Optional[str], flags: dict,
-            defaults: Defaults) -> list:
-    """Every way `enqueue` takes jobs, reduced to NewJobs. Flags win over JSON fields."""
-    sources = [name for name, value in (("JOB", job), ("--job-file", job_file), ("--file", many_file))
-               if value is not None]
+def _positional(words: tuple, command_flag: bool) -> dict:
+    """The JOB words as fields: several words are one command joined with spaces, as pueue
+    does (`enqueue echo hello world`); only a single word can be JSON."""
+    if len(words) == 1 and looks_like_json(words[0]):
+        return parse_object(words[0])
+    if words[0].startswith("{") and words[0] != "{":  # `{` alone starts a shell group
+        raise BadInput("JOB looks like JSON split into several words: quote the whole object "
+                       """('{"command": "make"}'), or pass the command with --cmd""")
+    if command_flag:
+        raise BadInput("the command is given twice: as JOB and with --cmd/--command-file")
+    return {"command": " ".join(words)}
+
+
+def _check_sources(job: Optional[tuple], job_file: Optional[str], many_file: Optional[str],
+                   lines_file: Optional[str], command: Optional[str], command_file: Optional[str]) -> None:
+    """At most one source of jobs, one of the command, and one reader of standard input."""
+    given = (("JOB", job), ("--job-file", job_file), ("--file", many_file), ("--lines", lines_file))
+    sources = [name for name, value in given if value is not None]
     if len(sources) > 1:
         raise BadInput(f"give only one of {' and '.join(sources)}")
     if command is not None and command_file is not None:
         raise BadInput("give only one of --cmd and --command-file")
+    if lines_file is not None and (command is not None or command_file is not None):
+        raise BadInput("--lines takes each line as a command: it cannot be used with --cmd or --command-file")
+    readers = [name for name, value in (*given[1:], ("--command-file", command_file)) if value == "-"]
+    if len(readers) > 1:
+        raise BadInput(f"only one option can read standard input, not {' and '.join(readers)}")
+
+
+def collect(words: tuple, job_file: Optional[str], many_file: Optional[str],
+            command: Optional[str], command_file: Optional[str], flags: dict,
+            defaults: Defaults, lines_file: Optional[str] = None) -> list:
+    """Every way `enqueue` takes jobs, reduced to NewJobs. Flags win over JSON fields.
+
+    `words` are the JOB arguments; `lines_file` holds one command a line (`--lines`).
+    """
+    _check_sources(words or None, job_file, many_file, lines_file, command, command_file)
     overrides = {key: value for key, value in flags.items() if value is not None}
     if "delay" in overrides or "run_at" in overrides:
         # A time given by flag replaces the JSON's, whether that is a delay or a run_at.
@@ -332,19 +369,22 @@ def collect(job: Optional[str], job_file: Optional[str], many_file: Optional[str
     elif command is not None:
         overrides["command"] = command
 
-    if many_file is not None:
-        if "id" in overrides:
-            raise BadInput("--id cannot be used with --file: each job takes its own id")
-        source = "standard input" if many_file == "-" else many_file
-        return build_many(parse_many(read_text(many_file, "--file"), source), overrides, defaults)
+    if many_file is not None or lines_file is not None:
+        return _collect_many(many_file, lines_file, overrides, defaults)
     if job_file is not None:
         fields = parse_object(read_text(job_file, "--job-file"), job_file)
-    elif job is not None and looks_like_json(job):
-        fields = parse_object(job)
-    elif job is not None:
-        if "command" in overrides:
-            raise BadInput("the command is given twice: as JOB and with --cmd/--command-file")
-        fields = {"command": job}
+    elif words:
+        fields = _positional(words, "command" in overrides)
     else:
         fields = {}
     return [build({**fields, **overrides}, defaults)]
+
+
+def _collect_many(many_file: Optional[str], lines_file: Optional[str], overrides: dict,
+                  defaults: Defaults) -> list:
+    option, path = ("--file", many_file) if many_file is not None else ("--lines", lines_file)
+    if "id" in overrides:
+        raise BadInput(f"--id cannot be used with {option}: each job takes its own id")
+    source = "standard input" if path == "-" else path
+    parse = parse_many if option == "--file" else parse_commands
+    return build_many(parse(read_text(path, option), source), overrides, defaults)

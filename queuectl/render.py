@@ -1,7 +1,9 @@
 """Output for people (tabulate tables) and for scripts (--json); data to stdout, messages to stderr."""
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 import click
 
@@ -95,3 +97,30 @@ def workers_table(workers: list, run_pids: Optional[dict] = None) -> str:
         rows = [row[:4] + (run_pids.get(w.worker_id, "-"),) + row[4:] for row, w in zip(rows, workers)]
         headers = headers[:4] + ["RUN PID"] + headers[4:]
     return table(rows, headers)
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 job`, `2 jobs`, `0 jobs`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def some(names: list, shown: int = 10) -> str:
+    """`a, b, c`, or the first `shown` names and how many more: a message stays one line."""
+    rest = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {rest} more" if rest > 0 else "")
+
+
+@contextmanager
+def progress(total: int, minimum: int, what: str) -> Iterator[Optional[Callable[[int], None]]]:
+    """A progress bar on stderr (`[####    ] 300 of 1000 finished`) that yields its update
+    function, only when stderr is a terminal and there is much to do; None otherwise."""
+    if total < minimum or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=total, file=sys.stderr, item_show_func=lambda item: item) as bar:
+        def update(steps: int) -> None:
+            bar.update(steps, f"{min(bar.pos + steps, total)} of {total} {what}")
+
+        bar.current_item = f"0 of {total} {what}"
+        bar.render_progress()
+        yield update

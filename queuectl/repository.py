@@ -9,7 +9,7 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from itertools import chain
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from .errors import Conflict, NotFound, StoreError
 from .home import create_private
@@ -249,10 +249,12 @@ class Store:
 
     # -- enqueue ---------------------------------------------------------------------------
 
-    def insert(self, jobs: list, now: float, if_absent: bool = False) -> list:
+    def insert(self, jobs: list, now: float, if_absent: bool = False,
+               progress: Optional[Callable[[int], None]] = None) -> list:
         """Insert NewJobs in one transaction, all or none; returns the ids actually inserted.
 
         With `if_absent`, jobs whose id exists already are skipped instead of refusing all.
+        `progress(n)` is told as each n more rows are written (for a progress bar).
         """
         given = [j.id for j in jobs if j.id is not None]
         fresh = iter(new_job_ids(len(jobs) - len(given)))
@@ -268,7 +270,7 @@ class Store:
             with self._write() as conn:
                 existing = self._existing_ids(given) if if_absent else set()
                 before = conn.total_changes
-                _insert_rows(conn, verb, rows)
+                _insert_rows(conn, verb, rows, progress)
                 conn.execute("UPDATE job_counts SET n = n + ? WHERE state = 'pending'",
                              (conn.total_changes - before,))
         except sqlite3.IntegrityError:
@@ -390,6 +392,11 @@ class Store:
             conn.execute(f"DELETE FROM jobs WHERE {where}", params)
         return ids
 
+    def count_finished(self, state: str, updated_before: float) -> int:
+        """How many jobs `purge(state, updated_before)` would delete now."""
+        return self._conn.execute("SELECT count(*) FROM jobs WHERE state = ? AND updated_at < ?",
+                                  (state, updated_before)).fetchone()[0]
+
     def requeue_dead(self, ids: Optional[list], now: float) -> list:
         """Move dead jobs (the given ones, or all when None) back to pending with attempts 0."""
         with self._write() as conn:
@@ -504,7 +511,8 @@ _INSERT_COLUMNS = "(id, command, state, max_retries, priority, timeout, run_at, 
 _ROWS_PER_STATEMENT = 99  # 990 parameters: under SQLite's oldest limit of 999 per statement
 
 
-def _insert_rows(conn: sqlite3.Connection, verb: str, rows: list) -> None:
+def _insert_rows(conn: sqlite3.Connection, verb: str, rows: list,
+                 progress: Optional[Callable[[int], None]] = None) -> None:
     """Insert many rows per statement: Python's sqlite3 costs more per statement than SQLite
     costs per row, so this halves bulk enqueue time."""
     one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -512,9 +520,23 @@ def _insert_rows(conn: sqlite3.Connection, verb: str, rows: list) -> None:
     full = len(rows) - len(rows) % per
     if full:
         many = f"{verb} INTO jobs {_INSERT_COLUMNS} VALUES " + ", ".join([one] * per)
-        conn.executemany(many, (tuple(chain.from_iterable(rows[i:i + per])) for i in range(0, full, per)))
+        params = (tuple(chain.from_iterable(rows[i:i + per])) for i in range(0, full, per))
+        conn.executemany(many, params if progress is None else _telling(params, per, progress))
     if full < len(rows):
         conn.executemany(f"{verb} INTO jobs {_INSERT_COLUMNS} VALUES {one}", rows[full:])
+        if progress is not None:
+            progress(len(rows) - full)
+
+
+def _telling(params: Iterator, rows_each: int, progress: Callable[[int], None]) -> Iterator:
+    """The statements' parameters, telling `progress` every 100 statements (rows_each rows each)."""
+    number = 0
+    for number, item in enumerate(params, 1):
+        yield item
+        if number % 100 == 0:
+            progress(100 * rows_each)
+    if number % 100:
+        progress(number % 100 * rows_each)
 
 
 def _refuse_repeats(ids: list) -> None:

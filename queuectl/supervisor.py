@@ -14,7 +14,7 @@ from .config import load as load_config
 from .errors import NotFound, QueuectlError, StillRunning
 from .home import QueueHome
 from .pidfile import PoolRecord, hold_home, live_pools, read_pools
-from .render import printable
+from .render import plural, printable
 from .repository import Store
 from .timeutil import iso, now
 from .worker import recover_lost_job, worker_main
@@ -103,7 +103,7 @@ class Supervisor:
 
     def _announce(self, ready_fd: Optional[int]) -> None:
         pids = " ".join(str(pid) for pid in self.workers)
-        say(f"pool {self.pool_id} started {len(self.workers)} worker(s): PIDs {pids}"
+        say(f"pool {self.pool_id} started {plural(len(self.workers), 'worker')}: PIDs {pids}"
             + ("" if ready_fd is not None else "; Ctrl+C stops gracefully, twice kills the runs"))
         if ready_fd is not None:
             os.write(ready_fd, f"ready {self.pool_id} {os.getpid()} {pids}\n".encode())
@@ -256,15 +256,15 @@ def stop_pools(home: QueueHome, force: bool, wait: bool, timeout: Optional[float
         else:  # the supervisor died (kill -9): tell its workers directly
             for pid in pool.live_workers():
                 _kill(pid, signum)
-    note = f" (removed {len(stale)} stale pidfile(s))" if stale else ""
+    note = f" (removed {plural(len(stale), 'stale pidfile')})" if stale else ""
     if not asked:
         return "No worker pools are running" + note
     if not wait:
-        return f"Asked {len(asked)} pool(s) to stop" + note
+        return f"Asked {plural(len(asked), 'pool')} to stop" + note
     _wait_for(asked, timeout)
     for pool in asked:
         PoolRecord.remove(pool)
-    return f"Stopped {len(asked)} pool(s)" + note
+    return f"Stopped {plural(len(asked), 'pool')}" + note
 
 
 def _the_pool(pools: list, pool_id: str) -> list:

@@ -1,14 +1,20 @@
-"""Clock, durations (`30`, `30s`, `5m`, `2h`, `1d`) and ISO 8601 UTC timestamps."""
+"""Clock, durations (`30`, `30s`, `5m`, `2h`, `1h30m`, `1d`, `1w`) and ISO 8601 UTC timestamps."""
 from __future__ import annotations
 
 import math
 import re
 import time
+from typing import Optional
 
 from .errors import BadInput
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([smhd]?)\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_NUMBER = r"(?:\d+(?:\.\d+)?|\.\d+)"
+_DURATION = re.compile(rf"^\s*({_NUMBER})\s*([smhdw]?)\s*$", re.IGNORECASE)
+# `1h30m`, `1d 12h`: every part has a unit, largest first, each unit once.
+_COMPOUND = re.compile(rf"^(?:\s*{_NUMBER}\s*[smhdw])+\s*$", re.IGNORECASE)
+_PART = re.compile(rf"({_NUMBER})\s*([smhdw])", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DURATION_HINT = "use a number of seconds or 30s, 5m, 1h30m, 2d, 1w"
 # Durations and delays are bounded so a typo cannot schedule a job centuries ahead.
 MAX_DURATION = 100 * 365 * 86400
 
@@ -19,19 +25,31 @@ def now() -> float:
 
 
 def parse_duration(text: object, what: str = "duration") -> float:
-    """Seconds from `30`, `30s`, `5m`, `2h`, `1d` (or a JSON number)."""
+    """Seconds from `30`, `30s`, `5m`, `2h`, `1h30m`, `1d`, `1w` (or a JSON number)."""
     if isinstance(text, bool):
-        raise BadInput(f"invalid {what} {text!r}: use a number of seconds or 30s, 5m, 2h, 1d")
+        raise BadInput(f"invalid {what} {text!r}: {DURATION_HINT}")
     if isinstance(text, (int, float)):
         seconds = float(text)
     else:
-        match = _DURATION.match(str(text))
-        if not match:
-            raise BadInput(f"invalid {what} {str(text)!r}: use a number of seconds or 30s, 5m, 2h, 1d")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+        seconds = _text_seconds(str(text))
+        if seconds is None:
+            raise BadInput(f"invalid {what} {str(text)!r}: {DURATION_HINT}")
     if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_DURATION:
         raise BadInput(f"invalid {what} {text!r}: must be between 0 and 100 years")
     return seconds
+
+
+def _text_seconds(text: str) -> Optional[float]:
+    match = _DURATION.match(text)
+    if match:
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if not _COMPOUND.match(text):
+        return None
+    parts = [(float(number), _UNIT_SECONDS[unit.lower()]) for number, unit in _PART.findall(text)]
+    units = [unit for _, unit in parts]
+    if units != sorted(set(units), reverse=True):  # `30m1h` or `1h1h`: a typo, not a duration
+        return None
+    return sum(number * unit for number, unit in parts)
 
 
 def parse_iso(text: object, what: str = "time") -> float:

@@ -40,7 +40,8 @@ def record_outcome(store: Store, settings: dict, job: Job, holder: str, outcome:
                                settings["backoff_max"], now)
     if run_at is None:
         ok = store.mark_dead(job, holder, outcome.exit_code, outcome.error, now)
-        return f"dead after {job.attempts} run(s): {outcome.error}" if ok else None
+        runs = f"{job.attempts} run" + ("" if job.attempts == 1 else "s")
+        return f"dead after {runs}: {outcome.error}" if ok else None
     ok = store.mark_failed(job, holder, outcome.exit_code, outcome.error, run_at, now)
     return f"failed ({outcome.error}); retry in {run_at - now:g}s" if ok else None
 

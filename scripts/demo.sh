@@ -6,7 +6,21 @@ demo="$(mktemp -d)"
 export QUEUECTL_HOME="$demo/queue"
 trap 'queuectl worker stop --force --timeout 10 >/dev/null 2>&1 || true; rm -rf "$demo"' EXIT
 cd "$demo"
-q() { printf '\n$ queuectl %s\n' "$*"; queuectl "$@"; }
+# Print each command shell-quoted, so a line pasted into a shell runs exactly what the demo ran.
+shell_word() {
+  if [[ $1 =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then printf '%s' "$1"
+  elif [[ $1 != *"'"* ]]; then printf "'%s'" "$1"
+  elif [[ $1 != *[\"\$\`\\!]* ]]; then printf '"%s"' "$1"
+  else printf "'%s'" "${1//\'/\'\\\'\'}"
+  fi
+}
+q() {
+  printf '\n$ queuectl'
+  local word
+  for word in "$@"; do printf ' '; shell_word "$word"; done
+  printf '\n'
+  queuectl "$@"
+}
 
 q config set backoff_base 1          # retry quickly for the demo: 1s between runs
 q enqueue --id hello "echo hello from queuectl; echo hello >> ran.txt"

@@ -116,7 +116,7 @@ def test_control_characters_are_shown_escaped(home, hostile, args):
 
 def test_the_worker_log_lines_escape_them_too(hostile):
     assert no_raw_controls(hostile), repr(hostile)
-    assert f"job evil dead after 1 run(s): exit code 3: {SHOWN}" in hostile
+    assert f"job evil dead after 1 run: exit code 3: {SHOWN}" in hostile
 
 
 def test_a_newline_in_a_one_line_field_is_visible(home, hostile):
@@ -183,7 +183,7 @@ def test_worker_stop_finds_a_pool_whose_pidfile_is_gone(home, workdir, pools):
     wait_until(lambda: len(worker_rows(home)) == 2, what="both workers to register")
     os.unlink(os.path.join(home, f"pool-{pool_id}.pid"))
     result = ok(home, "worker", "stop", "--timeout", "60")
-    assert "Stopped 1 pool(s)" in result.stderr
+    assert "Stopped 1 pool" in result.stderr
     wait_until(lambda: not alive(sup) and not any(alive(pid) for pid in workers), what="the pool to exit")
     assert worker_rows(home) == []
 
@@ -204,7 +204,7 @@ def test_worker_stop_still_stops_pools_when_the_table_cannot_be_read(home, pools
     with open(os.path.join(home, "config.json"), "w") as handle:
         handle.write("{not json")
     result = ok(home, "worker", "stop", "--timeout", "60")
-    assert "pidfiles only" in result.stderr and "Stopped 1 pool(s)" in result.stderr
+    assert "pidfiles only" in result.stderr and "Stopped 1 pool" in result.stderr
     assert not alive(sup) and not any(alive(pid) for pid in workers)
 
 
@@ -257,12 +257,12 @@ def test_worker_stop_pool_stops_only_that_pool(home, pools):
     first, sup1, workers1, said = start(pools)
     assert "other pool" not in said
     second, sup2, workers2, said = start(pools)
-    assert f"1 other pool(s) already run in this queue home: {first} " in said
+    assert f"1 other pool already run in this queue home: {first} " in said
     third, _, _, said = start(pools)
-    assert "2 other pool(s) already run in this queue home: " in said
+    assert "2 other pools already run in this queue home: " in said
     assert first in said and second in said
     result = ok(home, "worker", "stop", "--pool", second, "--timeout", "60")
-    assert "Stopped 1 pool(s)" in result.stderr
+    assert "Stopped 1 pool" in result.stderr
     assert not alive(sup2) and not any(alive(pid) for pid in workers2)
     assert alive(sup1) and all(alive(pid) for pid in workers1)
     assert not os.path.exists(os.path.join(home, f"pool-{second}.pid"))

@@ -230,7 +230,8 @@ CASES = [
     case("enqueue", "--file", "@bad-id.jsonl", id="file-bad-id-on-line-2"),
     # Conflicting or missing sources.
     case("enqueue", id="enqueue-nothing"),
-    case("enqueue", "true", "extra", id="enqueue-extra-argument"),
+    case("enqueue", '{"command": "true"}', "extra", id="enqueue-json-and-extra-word"),
+    case("enqueue", "--lines", "-", "--file", "-", stdin="true\n", id="lines-and-file"),
     case("enqueue", "true", "--cmd", "false", id="command-twice"),
     case("enqueue", "--cmd", "true", "--command-file", "@huge-command.txt", id="cmd-and-command-file"),
     case("enqueue", "true", "--job-file", "@good.jsonl", id="job-and-job-file"),
@@ -243,7 +244,8 @@ CASES = [
     # Bad durations and dates.
     case("enqueue", "--delay", "5x", "true", id="delay-unit"),
     case("enqueue", "--delay", "-5", "true", id="delay-negative-flag"),
-    case("enqueue", "--delay", "1w", "true", id="delay-weeks"),
+    case("enqueue", "--delay", "1y", "true", id="delay-years"),
+    case("enqueue", "--delay", "30m1h", "true", id="delay-units-out-of-order"),
     case("enqueue", "--delay", "", "true", id="delay-empty"),
     case("enqueue", "--delay", "1e400", "true", id="delay-exponent"),
     case("enqueue", "--delay", "nan", "true", id="delay-nan"),

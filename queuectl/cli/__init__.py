@@ -31,6 +31,8 @@ class QueuectlGroup(click.Group):
         except _NO_ARGS_IS_HELP as exc:  # `queuectl` or `queuectl dlq` alone: the help, as click shows it
             click.echo(exc.ctx.get_help(), err=True)
             code = 2
+        except click.NoSuchOption as exc:
+            code = _fail(_home_hint(exc) or exc.format_message(), 2)
         except click.UsageError as exc:
             code = _fail(exc.format_message(), 2)
         except click.ClickException as exc:
@@ -54,6 +56,14 @@ class QueuectlGroup(click.Group):
             code = _fail(f"internal error: {type(exc).__name__}: {exc} "
                          "(set QUEUECTL_DEBUG=1 to see where, and please report it)", 1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _home_hint(exc: click.NoSuchOption) -> str:
+    """`queuectl status --home x`: --home is the group's option, so it goes before the command."""
+    if exc.option_name != "--home" or exc.ctx is None:
+        return ""
+    command = exc.ctx.command_path.partition(" ")[2] or "COMMAND"
+    return f"--home goes before the command: queuectl --home DIR {command} ..."
 
 
 def _fail(text: str, code: int) -> int:

@@ -58,7 +58,7 @@ def dlq_retry(app: App, job_ids: tuple, every: bool) -> None:
     if every == bool(job_ids):
         raise BadInput("give job ids or --all (not both)")
     ids = app.store.requeue_dead(None if every else app.resolve_ids(job_ids), now())
-    click.echo(f"Moved {len(ids)} job(s) back to pending")
+    click.echo(f"Moved {render.plural(len(ids), 'job')} back to pending")
 
 
 @dlq.command(name="purge")
@@ -71,7 +71,10 @@ def dlq_purge(app: App, yes: bool) -> None:
     Example:
       queuectl dlq purge --yes
     """
-    confirm("Delete every dead job?", yes)
-    ids = app.store.purge(DEAD, None)
+    cutoff = None if yes else now()  # the question names a count: delete no more than it
+    count = 0 if yes else app.store.count_finished(DEAD, cutoff)
+    if count:
+        confirm(f"Delete {render.plural(count, 'dead job')}?", yes)
+    ids = app.store.purge(DEAD, cutoff)
     remove_logs(app, ids)
-    click.echo(f"Purged {len(ids)} dead job(s)")
+    click.echo(f"Purged {render.plural(len(ids), 'dead job')}")

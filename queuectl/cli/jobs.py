@@ -8,24 +8,44 @@ from typing import Optional
 import click
 
 from .. import jobspec, render
-from ..models import FINISHED, PROCESSING, STATES
+from ..errors import BadInput
+from ..models import FAILED, FINISHED, PENDING, PROCESSING, STATES
 from ..timeutil import now, parse_duration
 from . import DEFAULT_PAGE, MAX_PAGE, App, cli, confirm, json_option, pass_app, yes_option
 
+# Progress bars (stderr, a terminal only) start at these sizes: below them the work is quick.
+ENQUEUE_PROGRESS_MIN = 20_000
+WAIT_PROGRESS_MIN = 10
+PURGE_PROGRESS_MIN = 1_000
 
 
 # -- enqueue -----------------------------------------------------------------------------------
 
-@cli.command()
-@click.argument("job", required=False)
+class EnqueueCommand(click.Command):
+    """`enqueue ls -la` fails on `-l`: say that a command's options go after `--`."""
+
+    def parse_args(self, ctx: click.Context, args: list) -> list:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if not exc.possibilities:
+                exc.message = exc.message.rstrip(".") + (
+                    " (if it is the command's, put the command after --: queuectl enqueue -- ls -la)")
+            raise
+
+
+@cli.command(cls=EnqueueCommand)
+@click.argument("job", nargs=-1)
 @click.option("--id", "job_id", help="Job id (default: generated).")
 @click.option("--cmd", "--command", "command", help="The shell command to run.")
-@click.option("--command-file", metavar="PATH", help="Read the command from a file.")
+@click.option("--command-file", metavar="PATH|-", help="Read the command from a file (- for standard input).")
 @click.option("--job-file", metavar="PATH", help="Read one job (a JSON object) from a file.")
 @click.option("--file", "many_file", metavar="PATH|-", help="Many jobs: JSON Lines or a JSON array; all or none.")
+@click.option("--lines", "lines_file", metavar="PATH|-",
+              help="Many jobs, one command a line (blank lines and # comments skipped); all or none.")
 @click.option("--max-retries", type=int, help="Retries after the first run (default: config).")
 @click.option("--priority", type=int, help="Lower runs first (default 0).")
-@click.option("--delay", metavar="D", help="Run no sooner than D from now: 30, 30s, 5m, 2h, 1d.")
+@click.option("--delay", metavar="D", help="Run no sooner than D from now: 30, 30s, 5m, 1h30m, 1d, 1w.")
 @click.option("--run-at", metavar="ISO8601", help="Run no sooner than this time (UTC unless an offset is given).")
 @click.option("--timeout", metavar="S", help="Seconds a run may take; 0 = no limit (default: config).")
 @click.option("--cwd", metavar="DIR", help="Directory to run in (default: the current one).")
@@ -33,24 +53,27 @@ from . import DEFAULT_PAGE, MAX_PAGE, App, cli, confirm, json_option, pass_app, 
 @click.option("-q", "--quiet", is_flag=True, help="Print only the id.")
 @json_option
 @pass_app
-def enqueue(app: App, job, job_id, command, command_file, job_file, many_file, max_retries, priority,
-            delay, run_at, timeout, cwd, if_absent, quiet, as_json) -> None:
-    """Add a job: a JSON object or a plain command string.
+def enqueue(app: App, job, job_id, command, command_file, job_file, many_file, lines_file, max_retries,
+            priority, delay, run_at, timeout, cwd, if_absent, quiet, as_json) -> None:
+    """Add a job: a JSON object or a plain command (several words are one command).
 
     \b
     Examples:
-      queuectl enqueue "make backup"
+      queuectl enqueue make backup
+      queuectl enqueue -- ls -la /srv
       queuectl enqueue '{"id":"job1","command":"sleep 2"}'
-      queuectl enqueue --priority -5 --delay 10m --timeout 60 "./report.sh"
+      queuectl enqueue --priority -5 --delay 1h30m --timeout 60 ./report.sh
       queuectl enqueue --file jobs.jsonl
+      find . -name '*.wav' | sed 's/.*/flac "&"/' | queuectl enqueue --lines -
     """
     settings = app.settings()
     flags = {"id": job_id, "max_retries": max_retries, "priority": priority, "delay": delay,
              "run_at": run_at, "timeout": timeout, "cwd": cwd}
     defaults = jobspec.Defaults(settings["max_retries"], settings["timeout_seconds"], os.getcwd(), now())
-    jobs = jobspec.collect(job, job_file, many_file, command, command_file, flags, defaults)
-    inserted = app.store.insert(jobs, defaults.now, if_absent=if_absent)
-    if many_file is None:
+    jobs = jobspec.collect(job, job_file, many_file, command, command_file, flags, defaults, lines_file)
+    with render.progress(len(jobs), ENQUEUE_PROGRESS_MIN, "enqueued") as update:
+        inserted = app.store.insert(jobs, defaults.now, if_absent=if_absent, progress=update)
+    if many_file is None and lines_file is None:
         _report_one(app, jobs[0].id or inserted[0], bool(inserted), quiet, as_json)
     else:
         _report_many(app, inserted, len(jobs), quiet, as_json)
@@ -77,7 +100,8 @@ def _report_many(app: App, inserted: list, given: int, quiet: bool, as_json: boo
             click.echo("\n".join(inserted))
     else:
         skipped = given - len(inserted)
-        click.echo(f"Enqueued {len(inserted)} jobs" + (f" ({skipped} existed already)" if skipped else ""))
+        existed = f" ({skipped} existed already)" if skipped else ""
+        click.echo(f"Enqueued {render.plural(len(inserted), 'job')}{existed}")
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -142,37 +166,67 @@ def _run_pid(app: App, job) -> Optional[int]:
 
 @cli.command()
 @click.argument("job_id", metavar="ID")
-@click.option("-f", "--follow", is_flag=True, help="Keep streaming until the job ends.")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming until the job ends; exit as wait does.")
+@click.option("-n", "--tail", type=click.IntRange(0, MAX_PAGE), metavar="N", help="Only the last N lines.")
+@click.option("--timeout", metavar="S", help="With --follow: give up after S seconds (exit 124).")
 @pass_app
-def logs(app: App, job_id: str, follow: bool) -> None:
+def logs(app: App, job_id: str, follow: bool, tail: Optional[int], timeout: Optional[str]) -> None:
     """Print a job's output (every run, each under a header line).
 
+    With --follow it exits as wait does: 0 if the job completed, 1 if it died, 124 on --timeout.
+
     \b
-    Example:
+    Examples:
+      queuectl logs job1 --tail 20
       queuectl logs job1 --follow
     """
     from ..watch import print_log
 
+    if timeout is not None and not follow:
+        raise BadInput("--timeout applies to --follow only")
+    limit = None if timeout is None else parse_duration(timeout, "timeout")
     full_id = app.resolve_ids((job_id,))[0]
-    print_log(app.store, full_id, app.home.log_path(full_id), follow)
+    notice = _worker_notice(app) if follow else None
+    sys.exit(print_log(app.store, full_id, app.home.log_path(full_id), follow, tail, limit, notice))
 
 
 @cli.command()
-@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.argument("job_ids", metavar="ID...", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every job not yet finished: pending, processing, failed.")
 @click.option("--timeout", metavar="S", help="Give up after S seconds (exit 124).")
 @pass_app
-def wait(app: App, job_ids: tuple, timeout: Optional[str]) -> None:
+def wait(app: App, job_ids: tuple, every: bool, timeout: Optional[str]) -> None:
     """Block until each job is completed or dead: exit 0 if all completed, 1 otherwise, 124 on timeout.
 
     \b
-    Example:
+    Examples:
       queuectl wait job1 job2 --timeout 60
+      queuectl wait --all
     """
     from ..watch import wait_for
 
+    if every == bool(job_ids):
+        raise BadInput("give job ids or --all (not both)")
     limit = None if timeout is None else parse_duration(timeout, "timeout")
-    ids = app.resolve_ids(job_ids)
-    sys.exit(wait_for(app.store, ids, limit))
+    ids = _unfinished_ids(app) if every else app.resolve_ids(job_ids)
+    with render.progress(len(ids), WAIT_PROGRESS_MIN, "finished") as update:
+        code, message = wait_for(app.store, ids, limit, _worker_notice(app, update is not None), update)
+    if message:
+        render.message(message)
+    sys.exit(code)
+
+
+def _unfinished_ids(app: App) -> list:
+    return [job.id for state in (PENDING, PROCESSING, FAILED) for job in app.store.list_jobs(state, None)]
+
+
+def _worker_notice(app: App, below_a_bar: bool = False):
+    """Tells, once, a `wait` or `logs -f` that no live worker of this home could run the job."""
+    from ..pidfile import live_workers
+    from ..watch import WorkerNotice
+
+    lease = app.settings()["lease_seconds"]
+    return WorkerNotice(lambda: len(live_workers(app.store, lease, app.home.root)), below_a_bar)
 
 
 # -- removing ----------------------------------------------------------------------------------
@@ -190,7 +244,7 @@ def delete(app: App, job_ids: tuple) -> None:
     ids = app.resolve_ids(job_ids)
     app.store.delete(ids)
     remove_logs(app, ids)
-    click.echo(f"Deleted {len(ids)} job(s)")
+    click.echo(f"Deleted {render.plural(len(ids), 'job')}")
 
 
 @cli.command()
@@ -206,15 +260,26 @@ def purge(app: App, state: str, older_than: Optional[str], yes: bool) -> None:
       queuectl purge --state completed --older-than 7d --yes
     """
     cutoff = None if older_than is None else now() - parse_duration(older_than, "--older-than")
-    confirm(f"Delete {state} jobs{' older than ' + older_than if older_than else ''}?", yes)
+    if not yes:
+        # The question names a count, so delete no more than it: only what had finished by now.
+        cutoff = now() if cutoff is None else cutoff
+        count = app.store.count_finished(state, cutoff)
+        age = f" older than {older_than}" if older_than else ""
+        if count:
+            confirm(f"Delete {render.plural(count, state + ' job')}{age}?", yes)
     ids = app.store.purge(state, cutoff)
     remove_logs(app, ids)
-    click.echo(f"Purged {len(ids)} {state} job(s)")
+    click.echo(f"Purged {render.plural(len(ids), state + ' job')}")
 
 
 def remove_logs(app: App, ids: list) -> None:
-    for job_id in ids:
-        try:
-            os.unlink(app.home.log_path(job_id))
-        except FileNotFoundError:
-            pass
+    with render.progress(len(ids), PURGE_PROGRESS_MIN, "logs removed") as update:
+        for number, job_id in enumerate(ids, 1):
+            try:
+                os.unlink(app.home.log_path(job_id))
+            except FileNotFoundError:
+                pass
+            if update is not None and number % 100 == 0:
+                update(100)
+        if update is not None:
+            update(len(ids) % 100)

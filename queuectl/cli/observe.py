@@ -28,7 +28,11 @@ def status(app: App, as_json: bool) -> None:
     click.echo(render.counts_table(counts))
     click.echo()
     if workers:
-        click.echo(f"{len(workers)} live worker(s):")
+        click.echo(f"{render.plural(len(workers), 'live worker')}:")
         click.echo(render.workers_table(workers))
     else:
         click.echo("No live workers.")
+        if counts["processing"]:
+            # Their worker died: a pool takes them back (retried, or dead) as soon as it starts.
+            click.echo(f"{render.plural(counts['processing'], 'processing job')} will be taken back"
+                       " when a pool starts (queuectl worker start).")

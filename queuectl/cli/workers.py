@@ -52,8 +52,8 @@ def worker_start(app: App, count: int, detach: bool, burst: bool, ready_fd: Opti
         render.message(f"Started worker pool {pool_id} in the background; "
                        f"log: {app.home.pool_log_path}; stop it with: queuectl worker stop")
         if others:
-            render.message(f"{len(others)} other pool(s) already run in this queue home: {', '.join(others)} "
-                           "(stop one with: queuectl worker stop --pool ID)")
+            render.message(f"{render.plural(len(others), 'other pool')} already run in this queue home: "
+                           f"{', '.join(others)} (stop one with: queuectl worker stop --pool ID)")
         click.echo(f"supervisor {sup}")
         for pid in workers:
             click.echo(f"worker {pid}")
