@@ -102,6 +102,7 @@ class PoolRecord:
     supervisor_started: Optional[int]
     workers: dict = field(default_factory=dict)  # pid -> start time
     created: float = 0.0
+    stopped: Optional[str] = None  # why the pool stopped by itself (a damaged database), kept for `worker stop`
 
     @property
     def root(self) -> str:
@@ -120,7 +121,7 @@ class PoolRecord:
         return json.dumps({
             "pool": self.pool_id, "pid": self.supervisor, "started": self.supervisor_started,
             "workers": [{"pid": pid, "started": started} for pid, started in self.workers.items()],
-            "created": self.created,
+            "created": self.created, **({"stopped": self.stopped} if self.stopped else {}),
         })
 
     # -- owned by the supervisor -------------------------------------------------------------
@@ -167,8 +168,9 @@ def _parse(path: str, text: str) -> PoolRecord:
     try:
         data = json.loads(text)
         workers = {int(w["pid"]): w.get("started") for w in data.get("workers", [])}
+        stopped = data.get("stopped")
         return PoolRecord(path, pool_id, int(data["pid"]), data.get("started"), workers,
-                          float(data.get("created", 0)))
+                          float(data.get("created", 0)), stopped if isinstance(stopped, str) else None)
     except (ValueError, TypeError, KeyError, AttributeError):
         pass
     return PoolRecord(path, pool_id, 0, None)  # not one we wrote: names nothing, so it is stale

@@ -14,9 +14,9 @@ from .config import load as load_config
 from .errors import QueuectlError, StillRunning
 from .home import QueueHome
 from .pidfile import PoolRecord, hold_home, read_pools
-from .repository import Store
+from .repository import DB_ERRORS, Store
 from .timeutil import iso, now
-from .worker import recover_lost_job, worker_main
+from .worker import EXIT_DAMAGED, recover_lost_job, worker_main
 
 READY_SECONDS = 30.0
 RESPAWN_LIMIT = 5  # respawns within RESPAWN_WINDOW before the pool gives up on a crash loop
@@ -24,7 +24,10 @@ RESPAWN_WINDOW = 30.0
 
 
 def say(text: str) -> None:
-    print(f"{iso(time.time())} pool {os.getpid()}: {text}", file=sys.stderr, flush=True)
+    try:
+        print(f"{iso(time.time())} pool {os.getpid()}: {text}", file=sys.stderr, flush=True)
+    except OSError:  # workers.log is on a full disk, say: the pool must go on regardless
+        pass
 
 
 class Supervisor:
@@ -40,6 +43,8 @@ class Supervisor:
         self.force_requested = False
         self.workers: dict = {}  # pid -> multiprocessing.Process
         self.respawns: deque = deque()
+        self.damage: Optional[str] = None  # a worker found the database damaged: the pool stops
+        self._reports = (-1, -1)  # a pipe: workers write why they stopped (the damage) into it
         self._context = multiprocessing.get_context("fork")  # fast; we hold no connection when forking
 
     # -- signals ---------------------------------------------------------------------------
@@ -73,6 +78,9 @@ class Supervisor:
         remove_stale_pidfiles(self.home)
         anchor = hold_home(self.home.root)
         record = PoolRecord.create(self.home, self.pool_id)
+        self._reports = os.pipe()
+        for fd in self._reports:  # a worker never blocks on a full pipe, nor this process on an empty one
+            os.set_blocking(fd, False)
         try:
             for _ in range(self.count):
                 self._spawn()
@@ -80,15 +88,30 @@ class Supervisor:
             self._announce(ready_fd)
             self._supervise(record, wake_r)
         finally:
-            record.remove()
+            self._close(record)
             os.close(anchor)
+            for fd in self._reports:
+                os.close(fd)
+        if self.damage:
+            raise QueuectlError(f"worker pool {self.pool_id} stopped: {self.damage}")
         say(f"pool {self.pool_id} stopped")
         return 0
+
+    def _close(self, record: PoolRecord) -> None:
+        """Remove the pidfile; after damage, keep it saying why, for `worker stop` to report."""
+        if self.damage:
+            record.workers, record.stopped = {}, self.damage
+            try:
+                record.save()
+                return
+            except OSError:
+                pass
+        record.remove()
 
     def _spawn(self) -> None:
         process = self._context.Process(
             target=worker_main, args=(self.home.root, self.pool_id, self.burst, os.getpid()),
-            name=f"queuectl-worker-{self.pool_id}",
+            kwargs={"report_fd": self._reports[1]}, name=f"queuectl-worker-{self.pool_id}",
         )
         process.start()
         self.workers[process.pid] = process
@@ -126,7 +149,8 @@ class Supervisor:
             say("forced stop: killing the runs in progress; their jobs go back to pending")
             self._signal_all(signal.SIGUSR1)
         elif stop:
-            say("stopping: each worker finishes its current run (Ctrl+C again to kill the runs)")
+            say("the database is damaged: stopping the other workers after their current run" if self.damage
+                else "stopping: each worker finishes its current run (Ctrl+C again to kill the runs)")
             self._signal_all(signal.SIGTERM)
 
     def _signal_all(self, signum: int) -> None:
@@ -141,6 +165,9 @@ class Supervisor:
         exited = [p for p in self.workers.values() if not p.is_alive()]
         for process in exited:
             del self.workers[process.pid]
+            if process.exitcode == EXIT_DAMAGED:
+                self._on_damage()
+                continue
             if process.exitcode != 0:
                 say(f"worker {process.pid} died (exit code {process.exitcode})")
                 self._recover(process.pid)
@@ -149,6 +176,21 @@ class Supervisor:
             if self._may_respawn():
                 self._spawn()
         return bool(exited)
+
+    def _on_damage(self) -> None:
+        """A worker found the database damaged: no retry or respawn can help, so stop them all."""
+        report = []
+        try:
+            while True:
+                chunk = os.read(self._reports[0], 65536)
+                if not chunk:
+                    break
+                report += chunk.decode("utf-8", "replace").splitlines()
+        except BlockingIOError:
+            pass
+        if self.damage is None:
+            self.damage = report[0] if report else f"database {self.home.db_path} is damaged; run `queuectl check`"
+        self.stop_requested = True
 
     def _may_respawn(self) -> bool:
         moment = time.monotonic()
@@ -171,7 +213,7 @@ class Supervisor:
                 if verdict:
                     say(f"job {job.id} of worker {pid}: {verdict}")
             store.remove_worker(worker_id)
-        except QueuectlError as exc:
+        except (QueuectlError, *DB_ERRORS) as exc:
             say(f"could not recover jobs of worker {pid}: {exc}")
         finally:
             store.close()
@@ -238,10 +280,14 @@ def remove_stale_pidfiles(home: QueueHome) -> int:
 
 
 def stop_pools(home: QueueHome, force: bool, wait: bool, timeout: Optional[float]) -> str:
-    """Ask every live pool of this home to stop; wait for them unless told not to."""
+    """Ask every live pool of this home to stop; wait for them unless told not to.
+
+    A pool that stopped by itself (its database is damaged) makes this fail, saying why, once."""
     signum = signal.SIGUSR1 if force else signal.SIGTERM
-    asked, stale = [], 0
+    asked, stale, failed = [], 0, []
     for pool in read_pools(home):
+        if pool.stopped:
+            failed.append(f"worker pool {pool.pool_id} had stopped by itself: {pool.stopped}")
         if pool.live_supervisor():
             _kill(pool.supervisor, signum)
         elif pool.live_workers():  # the supervisor died (kill -9): tell its workers directly
@@ -249,26 +295,31 @@ def stop_pools(home: QueueHome, force: bool, wait: bool, timeout: Optional[float
                 _kill(pid, signum)
         else:
             PoolRecord.remove(pool)  # stale: names no live process of ours
-            stale += 1
+            stale += not pool.stopped
             continue
         asked.append(pool)
+    if asked and wait:
+        _wait_for(asked, timeout)
+    if failed:
+        raise QueuectlError("; ".join(failed))
     note = f" (removed {stale} stale pidfile(s))" if stale else ""
     if not asked:
         return "No worker pools are running" + note
-    if not wait:
-        return f"Asked {len(asked)} pool(s) to stop" + note
+    return (f"Stopped {len(asked)} pool(s)" if wait else f"Asked {len(asked)} pool(s) to stop") + note
+
+
+def _wait_for(pools: list, timeout: Optional[float]) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        running = [pid for pool in asked for pid in pool.live_pids()]
+        running = [pid for pool in pools for pid in pool.live_pids()]
         if not running:
             break
         if deadline is not None and time.monotonic() >= deadline:
             raise StillRunning(f"workers still running after {timeout:g}s: PIDs "
                                f"{' '.join(map(str, running))}")
         time.sleep(0.05)
-    for pool in asked:
+    for pool in pools:
         PoolRecord.remove(pool)
-    return f"Stopped {len(asked)} pool(s)" + note
 
 
 def _kill(pid: int, signum: int) -> None:

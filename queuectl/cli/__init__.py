@@ -24,7 +24,7 @@ class QueuectlGroup(click.Group):
     """The one error funnel: every failure becomes a single `Error:` line and its exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        from ..repository import DB_ERRORS
+        from ..repository import DB_ERRORS, is_damage
 
         try:
             code = super().main(args, prog_name or "queuectl", complete_var, standalone_mode=False, **extra)
@@ -38,7 +38,8 @@ class QueuectlGroup(click.Group):
         except QueuectlError as exc:
             code = _fail(str(exc), exc.exit_code)
         except DB_ERRORS as exc:
-            code = _fail(f"database error: {exc}", 1)
+            damaged = "; the database is damaged: run `queuectl check`" if is_damage(exc) else ""
+            code = _fail(f"database error: {exc}{damaged}", 1)
         except (click.Abort, KeyboardInterrupt):
             code = _fail("interrupted", 130)
         except BrokenPipeError:
@@ -75,6 +76,11 @@ class App:
         if self._home is None:
             self._home = QueueHome(self._root).ensure()
         return self._home
+
+    @property
+    def home_as_is(self) -> QueueHome:
+        """The queue home, not created if it is missing: for commands that only look."""
+        return QueueHome(self._root)
 
     @property
     def store(self):
