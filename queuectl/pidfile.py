@@ -138,10 +138,17 @@ class PoolRecord:
 
     def save(self) -> None:
         temp = f"{self.path}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(self.to_json())
-        os.replace(temp, self.path)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(self.to_json())
+            os.replace(temp, self.path)
+        except OSError:  # a full disk, say: the old record stays, and no temporary file is left
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
 
     def remove(self) -> None:
         try:

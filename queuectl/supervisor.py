@@ -45,6 +45,7 @@ class Supervisor:
         self.respawns: deque = deque()
         self.damage: Optional[str] = None  # a worker found the database damaged: the pool stops
         self._reports = (-1, -1)  # a pipe: workers write why they stopped (the damage) into it
+        self._unsaved = False  # the pidfile could not be updated (a full disk)
         self._context = multiprocessing.get_context("fork")  # fast; we hold no connection when forking
 
     # -- signals ---------------------------------------------------------------------------
@@ -120,7 +121,13 @@ class Supervisor:
         from .pidfile import start_time
 
         record.workers = {pid: start_time(pid) for pid in self.workers}
-        record.save()
+        try:
+            record.save()
+            self._unsaved = False
+        except OSError as exc:  # a full disk must not end the pool: try again at the next wake-up
+            if not self._unsaved:
+                say(f"cannot update the pidfile {record.path} ({exc.strerror}); trying again")
+            self._unsaved = True
 
     def _announce(self, ready_fd: Optional[int]) -> None:
         pids = " ".join(str(pid) for pid in self.workers)
@@ -140,7 +147,7 @@ class Supervisor:
             if wanted != relayed:
                 self._relay(wanted)
                 relayed = wanted
-            if self._reap():
+            if self._reap() or self._unsaved:
                 self._save(record)
 
     def _relay(self, wanted: tuple) -> None:

@@ -21,7 +21,7 @@ LOST = "worker lost"
 EXIT_DAMAGED = 65  # a worker's exit code when the database is damaged (EX_DATAERR): the pool stops
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0  # back-off between tries to record an outcome, or to find space
 SAY_AGAIN_SECONDS = 60.0  # while stuck, a line about it this often, not at every try
-MIN_FREE_BYTES = 1 << 20  # after a full disk, the room a worker waits for before taking jobs again
+MIN_FREE_BYTES = 256 << 10  # after a full disk, the room a worker waits for before taking jobs again
 
 
 class Flags:
@@ -92,29 +92,34 @@ class Worker:
         return True
 
     def _record(self, job: Job, outcome: Outcome) -> None:
+        verdict = self._record_patiently(job, outcome)
+        if verdict is None:
+            self.say(f"job {job.id} was taken back meanwhile (lease expired); this run's result is dropped")
+        elif verdict != "completed":  # successes are in `list`; a line each would grow workers.log forever
+            self.say(f"job {job.id} {verdict}")
+
+    def _record_patiently(self, job: Job, outcome: Outcome) -> Optional[str]:
         """Record the outcome and, in the same transaction, claim the next due job (one commit
         per job instead of two: the drain benchmark's biggest per-job cost after the run itself).
 
         A full disk or a long-held lock only delays this: it is tried again, heartbeating in
         between, until it is recorded or the job has moved on; nothing is claimed meanwhile.
         Giving up would leave the job processing, to be taken back and run a second time."""
-        delay = RETRY_FIRST
+        delay, since = RETRY_FIRST, time.monotonic()
         while True:
             try:
                 verdict = self._record_and_claim(job, outcome)
-                break
             except DB_ERRORS as exc:
                 self._say_stuck("record", f"cannot record job {job.id} yet ({exc}); retrying until it can")
                 if self._moved_on(job):
-                    verdict = None
-                    break
+                    self._said.pop("record", None)
+                    return None
                 self._pause(delay)
                 delay = min(delay * 2, RETRY_MAX)
-        self._said.pop("record", None)
-        if verdict is None:
-            self.say(f"job {job.id} was taken back meanwhile (lease expired); this run's result is dropped")
-        elif verdict != "completed":  # successes are in `list`; a line each would grow workers.log forever
-            self.say(f"job {job.id} {verdict}")
+                continue
+            if self._said.pop("record", None) is not None:
+                self.say(f"recorded job {job.id} after {time.monotonic() - since:.1f}s of trying")
+            return verdict
 
     def _record_and_claim(self, job: Job, outcome: Outcome) -> Optional[str]:
         with self.store.transaction():
@@ -239,8 +244,6 @@ class Worker:
         except (*DB_ERRORS, QueuectlError) as exc:
             self._next_upkeep = min(self._next_upkeep, self.clock() + 1.0)
             self._say_stuck("upkeep", f"cannot heartbeat ({exc}); trying again every second")
-        else:
-            self._said.pop("upkeep", None)
 
     def _reclaim_orphans(self, now: float, lease: float) -> None:
         for job, pid, host, heartbeat_at in self.store.processing_holders():
