@@ -68,6 +68,74 @@ def damaged(home):
     return os.path.join(home, "queue.db")
 
 
+# -- telling damage from trouble that passes -------------------------------------------------------
+
+def _sqlite_error(sql: str, setup: str = "") -> sqlite3.Error:
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(setup)
+    try:
+        conn.execute(sql)
+    except sqlite3.Error as exc:
+        return exc
+    raise AssertionError(f"{sql} did not fail")
+
+
+@pytest.mark.parametrize("exc, damage", [
+    # Python 3.11+: by SQLite's result code
+    (_sqlite_error("SELECT * FROM nowhere"), False),  # SQLITE_ERROR: a bug of ours, not the file
+    (_sqlite_error("INSERT INTO t VALUES (1)", "CREATE TABLE t (x UNIQUE); INSERT INTO t VALUES (1);"), False),
+    # Python 3.9/3.10 have no sqlite_errorcode: by SQLite's message
+    (sqlite3.DatabaseError("database disk image is malformed"), True),  # SQLITE_CORRUPT
+    (sqlite3.DatabaseError("file is not a database"), True),  # SQLITE_NOTADB
+    (sqlite3.DatabaseError("malformed database schema (jobs)"), True),  # SQLITE_CORRUPT
+    (sqlite3.OperationalError("database is locked"), False),  # SQLITE_BUSY: wait and retry
+    (sqlite3.OperationalError("database or disk is full"), False),  # SQLITE_FULL: retry once there is room
+    (sqlite3.OperationalError("disk I/O error"), False),  # SQLITE_IOERR: may pass
+    (ValueError("malformed"), False),  # not SQLite's at all
+])
+def test_damage_is_told_from_trouble_that_passes(exc, damage):
+    from queuectl.repository import is_damage
+
+    assert is_damage(exc) is damage
+
+
+def test_real_corruption_and_a_non_database_are_damage_by_their_codes(home, damaged):
+    from queuectl.repository import is_damage
+
+    conn = sqlite3.connect(damaged)
+    with pytest.raises(sqlite3.DatabaseError) as corrupt:
+        conn.execute("SELECT count(*) FROM jobs INDEXED BY jobs_pending WHERE state = 'pending'").fetchall()
+    conn.close()
+    text = os.path.join(os.path.dirname(damaged), "text.db")
+    with open(text, "w") as handle:
+        handle.write("not sqlite\n" * 1000)
+    conn = sqlite3.connect(text)
+    with pytest.raises(sqlite3.DatabaseError) as notadb:
+        conn.execute("PRAGMA user_version").fetchall()
+    conn.close()
+    for error in (corrupt.value, notadb.value):
+        assert is_damage(error), error
+
+
+def test_a_failed_commit_does_not_leave_the_store_stuck_in_its_transaction(tmp_path):
+    """A COMMIT that fails may leave the transaction open (SQLite documents it for a busy or
+    full database; a deferred constraint shows it on demand): it is rolled back, so the next
+    transaction can begin."""
+    from queuectl.repository import Store
+
+    store = Store.open(str(tmp_path / "queue.db"))
+    store._conn.executescript(
+        "PRAGMA foreign_keys = ON; CREATE TEMP TABLE parent (id PRIMARY KEY);"
+        " CREATE TEMP TABLE child (parent REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);")
+    with pytest.raises(sqlite3.IntegrityError):
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO child VALUES (1)")
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO parent VALUES (1)")
+    assert store._conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
+    store.close()
+
+
 # -- a damaged database stops the pool ------------------------------------------------------------
 
 @pytest.mark.timeout(60)
