@@ -342,15 +342,16 @@ def ledger_lines(path: str) -> list:
 
 @pytest.mark.timeout(120)
 def test_a_full_disk_delays_the_record_and_the_log_marks_the_cut(tmp_path, home, mount_tmpfs):
-    """The job's run ends while the disk is full: its log cannot be finished and its outcome
-    cannot be recorded. The worker keeps trying, through a stop request, for longer than the
-    five tries it used to give up after; once there is room the job is recorded, once."""
+    """The disk fills while the job runs: its heartbeats fail (6 s: past one upkeep), its log
+    cannot be finished and its outcome cannot be recorded. The run goes on to its end, and the
+    worker keeps trying to record it, through a stop request, for longer than the five tries it
+    used to give up after; once there is room the job is recorded, once."""
     mount_tmpfs(home, "16m")
     pools = Pools(home)
     ledger, gate = str(tmp_path / "ledger"), str(tmp_path / "gate")
     try:
         command = (f"echo before the cut; echo start >> {ledger}; while [ ! -e {gate} ]; do sleep 0.05; done; "
-                   f"head -c 50000000 /dev/zero | tr '\\0' x; echo end >> {ledger}; true")
+                   f"head -c 50000000 /dev/zero | tr '\\0' x; sleep 6; echo end >> {ledger}; true")
         assert run_cli(home, "enqueue", "--id", "cutter", "--max-retries", "0", command).returncode == 0
         pools.start(2)
         wait_until(lambda: ledger_lines(ledger) == ["start"], timeout=30, what="the job to start")
