@@ -21,7 +21,9 @@ TICK_SECONDS = 0.2  # how often a long run checks for stop requests and heartbea
 MAX_ERROR = 1000
 ENV_WORKER = "QUEUECTL_WORKER_ID"  # also lets a later worker find runs a dead worker left behind
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-_DEFERRED: dict = {}  # log path -> the lines a full disk kept out of it, written once there is room
+# log path -> [(line, size)]: what a full disk kept out of the log, written once there is room;
+# a line with a size only while the log still has that size (no later run has written to it)
+_DEFERRED: dict = {}
 
 
 def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], bool],
@@ -60,7 +62,8 @@ def _open_run(fd: int, log_path: str, job: Job, worker_id: str) -> Optional[Outc
             raise
         # Nothing has run: the job goes back to pending, and its log says why once there is room.
         _defer(log_path, f"=== run {job.attempts} of job {job.id} not started at {_stamp()} by "
-                         f"{worker_id}: the disk was full ({exc.strerror}); back to pending")
+                         f"{worker_id}: the disk was full ({exc.strerror}); back to pending",
+               os.fstat(fd).st_size)
         return Outcome(None, f"not started: the disk is full ({exc.strerror})", interrupted=True)
     return None
 
@@ -91,7 +94,10 @@ def write_deferred_marks() -> bool:
         except OSError:
             return False
         try:
-            _append(fd, _line_start(fd, 0) + "".join(_header(line) for line in _DEFERRED[path]))
+            size = os.fstat(fd).st_size
+            lines = [line for line, then in _DEFERRED[path] if then in (None, size)]
+            if lines:
+                _append(fd, _line_start(fd, 0) + "".join(_header(line) for line in lines))
         except OSError:
             return False
         finally:
@@ -100,8 +106,8 @@ def write_deferred_marks() -> bool:
     return True
 
 
-def _defer(log_path: str, line: str) -> None:
-    _DEFERRED.setdefault(log_path, []).append(line)
+def _defer(log_path: str, line: str, size: Optional[int] = None) -> None:
+    _DEFERRED.setdefault(log_path, []).append((line, size))
 
 
 def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Callable[[], bool],
