@@ -21,7 +21,8 @@ from .models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, Job, W
 # They are the transient ones (busy, locked, full, I/O): a damaged file raises DatabaseDamaged.
 DB_ERRORS = (sqlite3.Error,)
 _DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB; extended codes keep these low bytes
-_DAMAGE_WORDS = ("malformed", "not a database")  # their messages, for Python < 3.11
+# Their messages, for Python < 3.11 (no sqlite_errorcode); "malformed JSON" is not damage.
+_DAMAGE_WORDS = ("disk image is malformed", "malformed database schema", "is not a database")
 BUSY_TIMEOUT_SECONDS = 60.0
 JOB_COLUMNS = (
     "seq, id, command, state, attempts, max_retries, priority, timeout, run_at, cwd, "

@@ -91,7 +91,8 @@ def _sqlite_error(sql: str, setup: str = "") -> sqlite3.Error:
     (sqlite3.OperationalError("database is locked"), False),  # SQLITE_BUSY: wait and retry
     (sqlite3.OperationalError("database or disk is full"), False),  # SQLITE_FULL: retry once there is room
     (sqlite3.OperationalError("disk I/O error"), False),  # SQLITE_IOERR: may pass
-    (ValueError("malformed"), False),  # not SQLite's at all
+    (sqlite3.OperationalError("malformed JSON"), False),  # SQLITE_ERROR from json(): a bad value
+    (ValueError("database disk image is malformed"), False),  # not SQLite's at all
 ])
 def test_damage_is_told_from_trouble_that_passes(exc, damage):
     from queuectl.repository import is_damage
