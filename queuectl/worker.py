@@ -114,6 +114,7 @@ class Worker:
                 if self._moved_on(job):
                     self._said.pop("record", None)
                     return None
+                executor.write_deferred_marks()  # the logs may have room before the database does
                 self._pause(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
