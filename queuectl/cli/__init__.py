@@ -24,7 +24,7 @@ class QueuectlGroup(click.Group):
     """The one error funnel: every failure becomes a single `Error:` line and its exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        from ..repository import DB_ERRORS, is_damage
+        from ..repository import DB_ERRORS
 
         try:
             code = super().main(args, prog_name or "queuectl", complete_var, standalone_mode=False, **extra)
@@ -38,8 +38,7 @@ class QueuectlGroup(click.Group):
         except QueuectlError as exc:
             code = _fail(str(exc), exc.exit_code)
         except DB_ERRORS as exc:
-            damaged = "; the database is damaged: run `queuectl check`" if is_damage(exc) else ""
-            code = _fail(f"database error: {exc}{damaged}", 1)
+            code = _fail(f"database error: {exc}", 1)
         except (click.Abort, KeyboardInterrupt):
             code = _fail("interrupted", 130)
         except BrokenPipeError:
