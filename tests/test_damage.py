@@ -156,9 +156,10 @@ def test_a_burst_pool_on_a_damaged_database_stops_at_once_naming_the_file(home, 
 
 @pytest.mark.timeout(90)
 def test_a_detached_pool_stops_itself_and_worker_stop_says_why_once(home, damaged, pools):
-    supervisor, *workers = pools.start(2)
-    wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") and _not_zombie(pid) for pid in [supervisor] + workers),
-               timeout=30, what="the pool to stop by itself")
+    from queuectl.pidfile import pid_alive
+
+    pids = pools.start(2)
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=30, what="the pool to stop by itself")
     with open(os.path.join(home, "logs", "workers.log")) as handle:
         log = handle.read()
     errors = [line for line in log.splitlines() if line.startswith("Error:")]
@@ -169,14 +170,6 @@ def test_a_detached_pool_stops_itself_and_worker_stop_says_why_once(home, damage
     assert "had stopped by itself" in line and damaged in line, line
     again = pools.stop()
     assert again.returncode == 0 and "No worker pools are running" in again.stderr, again.stderr
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("args", [("enqueue", "true"), ("list", "--state", "pending"), ("worker", "start", "--burst")])
