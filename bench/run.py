@@ -288,7 +288,7 @@ def m1_drain(cfg: Config, scratch: Scratch) -> list:
         finally:
             stop_pools(home)
         done = counts(home)
-        logs = len([f for f in os.listdir(os.path.join(home, "logs")) if f != "workers.log"])
+        logs = len([f for f in os.listdir(os.path.join(home, "logs"))])
         if done["completed"] != n or logs != n:
             raise BenchError(f"drain: {done['completed']} of {n} completed, {logs} logs")
         return n / seconds

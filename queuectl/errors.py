@@ -28,3 +28,12 @@ class StoreError(QueuectlError):
 
 class StillRunning(QueuectlError):
     """Workers are still running after the stop timeout."""
+
+
+class DatabaseDamaged(StoreError):
+    """SQLite reports the database corrupt or not a database: retrying cannot help."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"database {path} is damaged: {detail}; run `queuectl check`")

@@ -5,6 +5,7 @@ worker's memory stays flat whatever a job prints. `run` returns an Outcome and n
 """
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -19,6 +20,10 @@ GRACE_SECONDS = 3.0  # between SIGTERM and SIGKILL of a run's process group
 TICK_SECONDS = 0.2  # how often a long run checks for stop requests and heartbeats
 MAX_ERROR = 1000
 ENV_WORKER = "QUEUECTL_WORKER_ID"  # also lets a later worker find runs a dead worker left behind
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# log path -> [(line, size)]: what a full disk kept out of the log, written once there is room;
+# a line with a size only while the log still has that size (no later run has written to it)
+_DEFERRED: dict = {}
 
 
 def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], bool],
@@ -34,17 +39,75 @@ def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], bool]
     except OSError as exc:
         return Outcome(None, _short(f"cannot open log {log_path}: {exc.strerror}"))
     try:
-        _line(fd, f"=== run {job.attempts} of job {job.id} at {_stamp()} by {worker_id}: {job.command}")
+        refused = _open_run(fd, log_path, job, worker_id)
+        if refused is not None:
+            return refused
         output_start = os.lseek(fd, 0, os.SEEK_END)
         outcome = _run(job, fd, output_start, worker_id, interrupted, tick)
-        _end_line(fd, output_start)
-        _line(fd, f"=== run {job.attempts} of job {job.id} ended after "
-                  f"{time.monotonic() - started:.2f}s: {outcome.error or 'exit code 0'}")
+        _close_run(fd, log_path, output_start, f"run {job.attempts} of job {job.id} ended after "
+                   f"{time.monotonic() - started:.2f}s: {outcome.error or 'exit code 0'}")
         return outcome
-    except OSError as exc:  # the log's disk filled up, say: the run still has an outcome
+    except OSError as exc:  # the log cannot be written (an I/O error, say): the run still has an outcome
         return Outcome(None, _short(f"cannot write log {log_path}: {exc.strerror}"))
     finally:
         os.close(fd)
+
+
+def _open_run(fd: int, log_path: str, job: Job, worker_id: str) -> Optional[Outcome]:
+    """Write the run's header line; on a full disk, the Outcome of a run that never started."""
+    try:
+        _append(fd, _header(f"=== run {job.attempts} of job {job.id} at {_stamp()} by {worker_id}: {job.command}"))
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        # Nothing has run: the job goes back to pending, and its log says why once there is room.
+        _defer(log_path, f"=== run {job.attempts} of job {job.id} not started at {_stamp()} by "
+                         f"{worker_id}: the disk was full ({exc.strerror}); back to pending",
+               os.fstat(fd).st_size)
+        return Outcome(None, f"not started: the disk is full ({exc.strerror})", interrupted=True)
+    return None
+
+
+def _close_run(fd: int, log_path: str, output_start: int, ended: str) -> None:
+    try:
+        _append(fd, _line_start(fd, output_start) + _header(f"=== {ended}"))
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        # The run's own writes failed too, so its output stops short: mark where, once we can.
+        _defer(log_path, f"=== output cut: the disk was full ({exc.strerror}); {ended}")
+
+
+def has_deferred_marks() -> bool:
+    """Whether a full disk kept a line out of a log: a sign to take no job until there is room."""
+    return bool(_DEFERRED)
+
+
+def write_deferred_marks() -> bool:
+    """Append to each log the lines a full disk kept out of it; True when none is left."""
+    for path in list(_DEFERRED):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except FileNotFoundError:  # the job and its log were deleted meanwhile
+            del _DEFERRED[path]
+            continue
+        except OSError:
+            return False
+        try:
+            size = os.fstat(fd).st_size
+            lines = [line for line, then in _DEFERRED[path] if then in (None, size)]
+            if lines:
+                _append(fd, _line_start(fd, 0) + "".join(_header(line) for line in lines))
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        del _DEFERRED[path]
+    return True
+
+
+def _defer(log_path: str, line: str, size: Optional[int] = None) -> None:
+    _DEFERRED.setdefault(log_path, []).append((line, size))
 
 
 def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Callable[[], bool],
@@ -207,15 +270,31 @@ def _stamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
 
 
-def _line(fd: int, text: str) -> None:
-    os.write(fd, (text.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+def _header(text: str) -> str:
+    return text.replace("\n", " ") + "\n"
 
 
-def _end_line(fd: int, output_start: int) -> None:
-    """Make sure the closing header starts on its own line."""
+def _line_start(fd: int, output_start: int) -> str:
+    """What makes the next header start on its own line: a newline, unless the log ends in one."""
     size = os.fstat(fd).st_size
-    if size > output_start and os.pread(fd, 1, size - 1) != b"\n":
-        os.write(fd, b"\n")
+    return "\n" if size > output_start and os.pread(fd, 1, size - 1) != b"\n" else ""
+
+
+def _append(fd: int, text: str) -> None:
+    """Write all of `text` or none of it: what a full disk let through is cut off again, so a
+    later try does not leave half a line behind."""
+    data = text.encode("utf-8", "replace")
+    written = 0
+    try:
+        while written < len(data):
+            written += os.write(fd, data[written:])
+    except OSError:
+        if written:
+            try:
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+            except OSError:
+                pass
+        raise
 
 
 def _last_line(fd: int, output_start: int) -> str:

@@ -110,6 +110,7 @@ class PoolRecord:
     supervisor_started: Optional[int]
     workers: dict = field(default_factory=dict)  # pid -> start time
     created: float = 0.0
+    stopped: Optional[str] = None  # why the pool stopped by itself (a damaged database), kept for `worker stop`
 
     @property
     def root(self) -> str:
@@ -128,7 +129,7 @@ class PoolRecord:
         return json.dumps({
             "pool": self.pool_id, "pid": self.supervisor, "started": self.supervisor_started,
             "workers": [{"pid": pid, "started": started} for pid, started in self.workers.items()],
-            "created": self.created,
+            "created": self.created, **({"stopped": self.stopped} if self.stopped else {}),
         })
 
     # -- owned by the supervisor -------------------------------------------------------------
@@ -145,10 +146,17 @@ class PoolRecord:
 
     def save(self) -> None:
         temp = f"{self.path}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(self.to_json())
-        os.replace(temp, self.path)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(self.to_json())
+            os.replace(temp, self.path)
+        except OSError:  # a full disk, say: the old record stays, and no temporary file is left
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
 
     def remove(self) -> None:
         try:
@@ -175,8 +183,9 @@ def _parse(path: str, text: str) -> PoolRecord:
     try:
         data = json.loads(text)
         workers = {int(w["pid"]): w.get("started") for w in data.get("workers", [])}
+        stopped = data.get("stopped")
         return PoolRecord(path, pool_id, int(data["pid"]), data.get("started"), workers,
-                          float(data.get("created", 0)))
+                          float(data.get("created", 0)), stopped if isinstance(stopped, str) else None)
     except (ValueError, TypeError, KeyError, AttributeError):
         pass
     return PoolRecord(path, pool_id, 0, None)  # not one we wrote: names nothing, so it is stale

@@ -5,18 +5,24 @@ store for workers on several hosts can later implement the same methods.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
+import types
 from contextlib import contextmanager
 from itertools import chain
 from typing import Callable, Iterable, Iterator, Optional
 
-from .errors import Conflict, NotFound, StoreError
+from .errors import Conflict, DatabaseDamaged, NotFound, StoreError
 from .home import create_private
 from .models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, Job, WorkerInfo
 
 # Callers catch these to report a database failure with its path, without importing sqlite3.
+# They are the transient ones (busy, locked, full, I/O): a damaged file raises DatabaseDamaged.
 DB_ERRORS = (sqlite3.Error,)
+_DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB; extended codes keep these low bytes
+# Their messages, for Python < 3.11 (no sqlite_errorcode); "malformed JSON" is not damage.
+_DAMAGE_WORDS = ("disk image is malformed", "malformed database schema", "is not a database")
 BUSY_TIMEOUT_SECONDS = 60.0
 JOB_COLUMNS = (
     "seq, id, command, state, attempts, max_retries, priority, timeout, run_at, cwd, "
@@ -164,6 +170,22 @@ def new_job_ids(count: int) -> list:
     return sorted(digits[start:start + 16] for start in range(0, 16 * count, 16))
 
 
+def is_damage(exc: BaseException) -> bool:
+    """True when SQLite says the file is corrupt or not a database: no retry can help."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in _DAMAGE_CODES
+    return any(word in str(exc) for word in _DAMAGE_WORDS)
+
+
+def _open_error(path: str, exc: sqlite3.Error) -> StoreError:
+    if is_damage(exc):
+        return DatabaseDamaged(path, str(exc))
+    return StoreError(f"cannot open database {path}: {exc}")
+
+
 class Store:
     """A queue's database. Open one per process (never share across fork)."""
 
@@ -186,7 +208,7 @@ class Store:
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from None
+            raise _open_error(path, exc) from None
         store = cls(conn, path)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -195,8 +217,21 @@ class Store:
             conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         except sqlite3.Error as exc:
             conn.close()
-            raise StoreError(f"cannot open database {path}: {exc}") from None
+            raise _open_error(path, exc) from None
         return store
+
+    @classmethod
+    def open_readonly(cls, path: str) -> "Store":
+        """Open an existing database to look at it only: never created, migrated or written."""
+        from urllib.parse import quote
+
+        try:
+            conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True,
+                                   timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as exc:
+            raise _open_error(path, exc) from None
+        return cls(conn, path)
 
     def _migrate(self) -> None:
         # journal_mode is persistent and cannot change inside a transaction.
@@ -233,12 +268,26 @@ class Store:
         self._depth = 1
         try:
             yield self._conn
-        except BaseException:
-            self._depth = 0
-            self._conn.execute("ROLLBACK")
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            if is_damage(exc):
+                raise DatabaseDamaged(self.path, str(exc)) from None
             raise
-        self._depth = 0
-        self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._depth = 0
+
+    def _rollback(self) -> None:
+        """End the transaction, if SQLite has not already (a full disk may roll it back itself).
+        A COMMIT that failed (full disk, busy) leaves it open: every later BEGIN would fail."""
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def transaction(self):
         """Make the transitions inside one transaction: all happen, or none."""
@@ -473,6 +522,16 @@ class Store:
         return self._select(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'processing' AND worker_id = ?", (worker_id,))
 
+    def integrity_problems(self, limit: int = 20) -> list:
+        """What PRAGMA integrity_check finds, at most `limit` lines; [] when the file is sound."""
+        try:
+            rows = [row[0] for row in self._conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            return [str(exc)]
+        return [] if rows == ["ok"] else rows
+
     # -- workers ---------------------------------------------------------------------------
 
     def register_worker(self, worker_id: str, pid: int, pool_id: str, host: str, home: str,
@@ -505,6 +564,26 @@ class Store:
             (now - lease_seconds,),
         )
         return [WorkerInfo(*row) for row in rows]
+
+
+def _reporting_damage(method):
+    """Turn SQLite's corrupt/not-a-database errors into DatabaseDamaged, naming the file."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise DatabaseDamaged(self.path, str(exc)) from None
+            raise
+    return guarded
+
+
+# Every public method, including those added later: a damaged page can surface in any query,
+# and a caller must be able to tell it from a busy or full database without importing sqlite3.
+for _name, _method in list(vars(Store).items()):
+    if isinstance(_method, types.FunctionType) and not _name.startswith("_"):
+        setattr(Store, _name, _reporting_damage(_method))
 
 
 _INSERT_COLUMNS = "(id, command, state, max_retries, priority, timeout, run_at, cwd, created_at, updated_at)"

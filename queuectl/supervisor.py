@@ -15,9 +15,9 @@ from .errors import NotFound, QueuectlError, StillRunning
 from .home import QueueHome
 from .pidfile import PoolRecord, hold_home, live_pools, read_pools
 from .render import plural, printable
-from .repository import Store
+from .repository import DB_ERRORS, Store
 from .timeutil import iso, now
-from .worker import recover_lost_job, worker_main
+from .worker import EXIT_DAMAGED, recover_lost_job, worker_main
 
 READY_SECONDS = 30.0
 RESPAWN_LIMIT = 5  # respawns within RESPAWN_WINDOW before the pool gives up on a crash loop
@@ -26,7 +26,10 @@ RESPAWN_WINDOW = 30.0
 
 def say(text: str) -> None:
     # `text` may quote a job's output (a lost job's verdict): never raw to a terminal.
-    print(f"{iso(time.time())} pool {os.getpid()}: {printable(text)}", file=sys.stderr, flush=True)
+    try:
+        print(f"{iso(time.time())} pool {os.getpid()}: {printable(text)}", file=sys.stderr, flush=True)
+    except OSError:  # pools.log is on a full disk, say: the pool must go on regardless
+        pass
 
 
 class Supervisor:
@@ -42,6 +45,9 @@ class Supervisor:
         self.force_requested = False
         self.workers: dict = {}  # pid -> multiprocessing.Process
         self.respawns: deque = deque()
+        self.damage: Optional[str] = None  # a worker found the database damaged: the pool stops
+        self._reports = (-1, -1)  # a pipe: workers write why they stopped (the damage) into it
+        self._unsaved = False  # the pidfile could not be updated (a full disk)
         self._context = multiprocessing.get_context("fork")  # fast; we hold no connection when forking
 
     # -- signals ---------------------------------------------------------------------------
@@ -75,6 +81,9 @@ class Supervisor:
         remove_stale_pidfiles(self.home)
         anchor = hold_home(self.home.root)
         record = PoolRecord.create(self.home, self.pool_id)
+        self._reports = os.pipe()
+        for fd in self._reports:  # a worker never blocks on a full pipe, nor this process on an empty one
+            os.set_blocking(fd, False)
         try:
             for _ in range(self.count):
                 self._spawn()
@@ -82,15 +91,30 @@ class Supervisor:
             self._announce(ready_fd)
             self._supervise(record, wake_r)
         finally:
-            record.remove()
+            self._close(record)
             os.close(anchor)
+            for fd in self._reports:
+                os.close(fd)
+        if self.damage:
+            raise QueuectlError(f"worker pool {self.pool_id} stopped: {self.damage}")
         say(f"pool {self.pool_id} stopped")
         return 0
+
+    def _close(self, record: PoolRecord) -> None:
+        """Remove the pidfile; after damage, keep it saying why, for `worker stop` to report."""
+        if self.damage:
+            record.workers, record.stopped = {}, self.damage
+            try:
+                record.save()
+                return
+            except OSError:
+                pass
+        record.remove()
 
     def _spawn(self) -> None:
         process = self._context.Process(
             target=worker_main, args=(self.home.root, self.pool_id, self.burst, os.getpid()),
-            name=f"queuectl-worker-{self.pool_id}",
+            kwargs={"report_fd": self._reports[1]}, name=f"queuectl-worker-{self.pool_id}",
         )
         process.start()
         self.workers[process.pid] = process
@@ -99,7 +123,13 @@ class Supervisor:
         from .pidfile import start_time
 
         record.workers = {pid: start_time(pid) for pid in self.workers}
-        record.save()
+        try:
+            record.save()
+            self._unsaved = False
+        except OSError as exc:  # a full disk must not end the pool: try again at the next wake-up
+            if not self._unsaved:
+                say(f"cannot update the pidfile {record.path} ({exc.strerror}); trying again")
+            self._unsaved = True
 
     def _announce(self, ready_fd: Optional[int]) -> None:
         pids = " ".join(str(pid) for pid in self.workers)
@@ -119,7 +149,7 @@ class Supervisor:
             if wanted != relayed:
                 self._relay(wanted)
                 relayed = wanted
-            if self._reap():
+            if self._reap() or self._unsaved:
                 self._save(record)
 
     def _relay(self, wanted: tuple) -> None:
@@ -128,7 +158,8 @@ class Supervisor:
             say("forced stop: killing the runs in progress; their jobs go back to pending")
             self._signal_all(signal.SIGUSR1)
         elif stop:
-            say("stopping: each worker finishes its current run (Ctrl+C again to kill the runs)")
+            say("the database is damaged: stopping the other workers after their current run" if self.damage
+                else "stopping: each worker finishes its current run (Ctrl+C again to kill the runs)")
             self._signal_all(signal.SIGTERM)
 
     def _signal_all(self, signum: int) -> None:
@@ -143,6 +174,9 @@ class Supervisor:
         exited = [p for p in self.workers.values() if not p.is_alive()]
         for process in exited:
             del self.workers[process.pid]
+            if process.exitcode == EXIT_DAMAGED:
+                self._on_damage()
+                continue
             if process.exitcode != 0:
                 say(f"worker {process.pid} died (exit code {process.exitcode})")
                 self._recover(process.pid)
@@ -151,6 +185,21 @@ class Supervisor:
             if self._may_respawn():
                 self._spawn()
         return bool(exited)
+
+    def _on_damage(self) -> None:
+        """A worker found the database damaged: no retry or respawn can help, so stop them all."""
+        report = []
+        try:
+            while True:
+                chunk = os.read(self._reports[0], 65536)
+                if not chunk:
+                    break
+                report += chunk.decode("utf-8", "replace").splitlines()
+        except BlockingIOError:
+            pass
+        if self.damage is None:
+            self.damage = report[0] if report else f"database {self.home.db_path} is damaged; run `queuectl check`"
+        self.stop_requested = True
 
     def _may_respawn(self) -> bool:
         moment = time.monotonic()
@@ -173,7 +222,7 @@ class Supervisor:
                 if verdict:
                     say(f"job {job.id} of worker {pid}: {verdict}")
             store.remove_worker(worker_id)
-        except QueuectlError as exc:
+        except (QueuectlError, *DB_ERRORS) as exc:
             say(f"could not recover jobs of worker {pid}: {exc}")
         finally:
             store.close()
@@ -243,11 +292,13 @@ def stop_pools(home: QueueHome, force: bool, wait: bool, timeout: Optional[float
                only: Optional[str] = None) -> str:
     """Ask the live pools of this home (or the one named `only`) to stop; wait for them unless
     told not to. `workers` are the live rows of the workers table: they find a pool whose
-    pidfile is gone."""
+    pidfile is gone. A pool that stopped by itself (its database is damaged) makes this fail,
+    saying why, once."""
     signum = signal.SIGUSR1 if force else signal.SIGTERM
     asked, stale = live_pools(home, workers)
     if only is not None:
         asked = _the_pool(asked, only)
+    failed = [f"worker pool {pool.pool_id} had stopped by itself: {pool.stopped}" for pool in stale if pool.stopped]
     for pool in stale:
         PoolRecord.remove(pool)  # names no live process of ours
     for pool in asked:
@@ -256,15 +307,17 @@ def stop_pools(home: QueueHome, force: bool, wait: bool, timeout: Optional[float
         else:  # the supervisor died (kill -9): tell its workers directly
             for pid in pool.live_workers():
                 _kill(pid, signum)
-    note = f" (removed {plural(len(stale), 'stale pidfile')})" if stale else ""
+    if asked and wait:
+        _wait_for(asked, timeout)
+        for pool in asked:
+            PoolRecord.remove(pool)
+    if failed:
+        raise QueuectlError("; ".join(failed))
+    unexplained = len(stale) - len(failed)
+    note = f" (removed {plural(unexplained, 'stale pidfile')})" if unexplained else ""
     if not asked:
         return "No worker pools are running" + note
-    if not wait:
-        return f"Asked {plural(len(asked), 'pool')} to stop" + note
-    _wait_for(asked, timeout)
-    for pool in asked:
-        PoolRecord.remove(pool)
-    return f"Stopped {plural(len(asked), 'pool')}" + note
+    return (f"Stopped {plural(len(asked), 'pool')}" if wait else f"Asked {plural(len(asked), 'pool')} to stop") + note
 
 
 def _the_pool(pools: list, pool_id: str) -> list:

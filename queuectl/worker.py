@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 from . import executor, retry
 from .config import LiveConfig
-from .errors import QueuectlError
+from .errors import DatabaseDamaged, QueuectlError
 from .home import QueueHome
 from .models import Job, Outcome
 from .pidfile import HOST, pid_alive
@@ -19,6 +19,10 @@ from .timeutil import iso
 
 IDLE_TICK = 0.05  # idle workers look for news this often: cheap (PRAGMA data_version), and quick pickup
 LOST = "worker lost"
+EXIT_DAMAGED = 65  # a worker's exit code when the database is damaged (EX_DATAERR): the pool stops
+RETRY_FIRST, RETRY_MAX = 0.2, 5.0  # back-off between tries to record an outcome, or to find space
+SAY_AGAIN_SECONDS = 60.0  # while stuck, a line about it this often, not at every try
+MIN_FREE_BYTES = 256 << 10  # after a full disk, the room a worker waits for before taking jobs again
 
 
 class Flags:
@@ -33,7 +37,7 @@ def record_outcome(store: Store, settings: dict, job: Job, holder: str, outcome:
                    now: float) -> Optional[str]:
     """Apply one run's outcome to the job `holder` held; a verdict, or None if the job moved on."""
     if outcome.interrupted:
-        return "back to pending (run interrupted)" if store.release(job, holder, now) else None
+        return f"back to pending ({outcome.error})" if store.release(job, holder, now) else None
     if outcome.succeeded:
         return "completed" if store.mark_completed(job, holder, now) else None
     run_at = retry.next_run_at(job.attempts, job.max_retries, settings["backoff_base"],
@@ -68,6 +72,8 @@ class Worker:
         self.config = LiveConfig(home.config_path)
         self._next_upkeep = 0.0
         self._claimed: Optional[Job] = None  # claimed together with the last outcome, not run yet
+        self._disk_full = False  # a log could not be written: take no job until there is room
+        self._said: dict = {}  # what it said about being stuck, and when: {topic: time}
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -78,33 +84,92 @@ class Worker:
             return False
         try:
             outcome = executor.run(job, self.home.log_path(job.id), self.worker_id,
-                                   lambda: self.flags.force, self._upkeep)
+                                   lambda: self.flags.force, self._tick)
         except Exception as exc:  # the one catch-all: a bad job must never kill its worker
             outcome = Outcome(None, f"internal error: {exc}"[:1000])
+        if executor.has_deferred_marks():
+            self._disk_full = True
+            self.say(f"the disk is full (see {self.home.logs_dir}); no new job until there is room")
         self._record(job, outcome)
         return True
 
     def _record(self, job: Job, outcome: Outcome) -> None:
-        """Record the outcome and, in the same transaction, claim the next due job (one commit
-        per job instead of two: the drain benchmark's biggest per-job cost after the run itself)."""
-        for attempt in range(5):
-            try:
-                with self.store.transaction():
-                    verdict = record_outcome(self.store, self.config.current(), job, self.worker_id,
-                                             outcome, self.clock())
-                    if not self.flags.stop:
-                        self._claimed = self.store.claim_next(self.worker_id, self.clock())
-                break
-            except DB_ERRORS as exc:
-                self.say(f"cannot record job {job.id} yet ({exc}); retrying")
-                time.sleep(0.5 * (attempt + 1))
-        else:
-            # Left processing under our id: once we are gone, lease expiry takes it back.
-            return
+        verdict = self._record_patiently(job, outcome)
         if verdict is None:
             self.say(f"job {job.id} was taken back meanwhile (lease expired); this run's result is dropped")
-        elif verdict != "completed":  # successes are in `list`; a line each would grow workers.log forever
+        elif verdict != "completed":  # successes are in `list`; a line each would grow pools.log forever
             self.say(f"job {job.id} {verdict}")
+
+    def _record_patiently(self, job: Job, outcome: Outcome) -> Optional[str]:
+        """Record the outcome and, in the same transaction, claim the next due job (one commit
+        per job instead of two: the drain benchmark's biggest per-job cost after the run itself).
+
+        A full disk or a long-held lock only delays this: it is tried again, heartbeating in
+        between, until it is recorded or the job has moved on; nothing is claimed meanwhile.
+        Giving up would leave the job processing, to be taken back and run a second time."""
+        delay, since = RETRY_FIRST, time.monotonic()
+        while True:
+            try:
+                verdict = self._record_and_claim(job, outcome)
+            except DB_ERRORS as exc:
+                self._say_stuck("record", f"cannot record job {job.id} yet ({exc}); retrying until it can")
+                if self._moved_on(job):
+                    self._said.pop("record", None)
+                    return None
+                executor.write_deferred_marks()  # the logs may have room before the database does
+                self._pause(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if self._said.pop("record", None) is not None:
+                self.say(f"recorded job {job.id} after {time.monotonic() - since:.1f}s of trying")
+            return verdict
+
+    def _record_and_claim(self, job: Job, outcome: Outcome) -> Optional[str]:
+        with self.store.transaction():
+            verdict = record_outcome(self.store, self.config.current(), job, self.worker_id,
+                                     outcome, self.clock())
+            if not (self.flags.stop or self._disk_full):
+                self._claimed = self.store.claim_next(self.worker_id, self.clock())
+        return verdict
+
+    def _moved_on(self, job: Job) -> bool:
+        """Whether the job is no longer ours to record (a read: it works on a full disk)."""
+        try:
+            current = self.store.get(job.id)
+        except DB_ERRORS:
+            return False
+        return current is None or current.state != "processing" or current.worker_id != self.worker_id
+
+    def _pause(self, seconds: float) -> None:
+        """Wait between two tries, keeping the heartbeat going."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self._tick()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, 1.0))
+
+    def _await_room(self) -> None:
+        """After a full disk: write the marks the logs are owed, and wait for room, before the
+        next claim (a job claimed now would only fail to write its log)."""
+        delay = RETRY_FIRST
+        while not self.flags.stop:
+            if executor.write_deferred_marks() and _free_bytes(self.home.logs_dir) >= MIN_FREE_BYTES:
+                self._disk_full = False
+                self._said.pop("room", None)
+                self.say("there is room on the disk again; taking jobs")
+                return
+            self._say_stuck("room", "the disk is still full; waiting for room before taking a job")
+            self._pause(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    def _say_stuck(self, topic: str, text: str) -> None:
+        """Say it the first time, then once a minute: a full disk must not fill a log with it."""
+        moment = time.monotonic()
+        if moment - self._said.get(topic, float("-inf")) >= SAY_AGAIN_SECONDS:
+            self._said[topic] = moment
+            self.say(text)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -114,20 +179,26 @@ class Worker:
             while not self.flags.stop:
                 try:
                     self._upkeep()
+                    if self._disk_full:
+                        self._await_room()
+                        continue
                     if self.run_once():
                         continue
                     if self.burst and self._burst_done():
                         break
                     self._idle()
+                except DatabaseDamaged:
+                    raise  # retrying cannot help: the pool stops
                 except (*DB_ERRORS, QueuectlError) as exc:
-                    self.say(f"database trouble ({exc}); retrying in 1s")
+                    self._say_stuck("loop", f"database trouble ({exc}); retrying every second")
                     time.sleep(1)
         finally:
+            executor.write_deferred_marks()
             try:
                 if self._claimed is not None:  # a stop came between that claim and its run
                     self.store.release(self._claimed, self.worker_id, self.clock())
                 self.store.remove_worker(self.worker_id)
-            except DB_ERRORS:
+            except (*DB_ERRORS, QueuectlError):
                 pass
 
     def _burst_done(self) -> bool:
@@ -168,6 +239,15 @@ class Worker:
             self.store.register_worker(self.worker_id, self.pid, self.pool_id, HOST, self.home_path, now)
         self._reclaim_orphans(now, lease)
 
+    def _tick(self) -> None:
+        """Upkeep while a run goes on or a retry waits: trouble with the database must not end
+        the run (its child would run on unwatched), and a failed heartbeat is tried again soon."""
+        try:
+            self._upkeep()
+        except (*DB_ERRORS, QueuectlError) as exc:
+            self._next_upkeep = min(self._next_upkeep, self.clock() + 1.0)
+            self._say_stuck("upkeep", f"cannot heartbeat ({exc}); trying again every second")
+
     def _reclaim_orphans(self, now: float, lease: float) -> None:
         for job, pid, host, heartbeat_at in self.store.processing_holders():
             if job.worker_id == self.worker_id or not _is_lost(pid, host, heartbeat_at, now, lease):
@@ -179,8 +259,25 @@ class Worker:
         self.store.remove_stale_workers(now, lease)
 
     def say(self, text: str) -> None:
-        # `text` may quote a job's output (its last line, in an error): never raw to a terminal.
-        print(f"{iso(time.time())} worker {self.pid}: {printable(text)}", file=sys.stderr, flush=True)
+        say(text)
+
+
+def say(text: str) -> None:
+    # `text` may quote a job's output (its last line, in an error): never raw to a terminal.
+    try:
+        print(f"{iso(time.time())} worker {os.getpid()}: {printable(text)}", file=sys.stderr, flush=True)
+    except OSError:  # pools.log is on a full disk, say: the worker must go on regardless
+        pass
+
+
+def _free_bytes(path: str) -> int:
+    """Room left for this process's writes on the file system holding `path`."""
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return 0
+    blocks = info.f_bfree if os.geteuid() == 0 else info.f_bavail  # root may use the reserve
+    return blocks * info.f_frsize
 
 
 def _is_lost(pid: Optional[int], host: Optional[str], heartbeat_at: Optional[float], now: float,
@@ -209,13 +306,25 @@ def _install_signal_handlers(flags: Flags) -> None:
     signal.signal(signal.SIGUSR1, force)
 
 
-def worker_main(home_root: str, pool_id: str, burst: bool, parent_pid: int) -> None:
-    """Process target: plain data in; the store is opened here, never inherited across fork."""
+def worker_main(home_root: str, pool_id: str, burst: bool, parent_pid: int, report_fd: int = -1) -> None:
+    """Process target: plain data in; the store is opened here, never inherited across fork.
+
+    A damaged database ends the worker with EXIT_DAMAGED, its message written to `report_fd`
+    (a pipe to the supervisor) when given."""
     flags = Flags()
     _install_signal_handlers(flags)
     home = QueueHome(home_root)
-    store = Store.open(home.db_path, durable=False)
     try:
-        Worker(store, home, pool_id, flags, burst=burst, parent_pid=parent_pid).loop()
-    finally:
-        store.close()
+        store = Store.open(home.db_path, durable=False)
+        try:
+            Worker(store, home, pool_id, flags, burst=burst, parent_pid=parent_pid).loop()
+        finally:
+            store.close()
+    except DatabaseDamaged as exc:
+        say(f"stopping: {exc}")
+        if report_fd >= 0:
+            try:
+                os.write(report_fd, (str(exc)[:1000].replace("\n", " ") + "\n").encode("utf-8", "replace"))
+            except OSError:  # the pipe is full of other workers' reports: one is enough
+                pass
+        sys.exit(EXIT_DAMAGED)

@@ -171,7 +171,7 @@ def test_a_database_that_is_not_sqlite_is_reported_with_its_path(cli, home, args
         assert result.exit_code == 0
         return
     assert result.exit_code == 1
-    assert one_error(result) == f"Error: cannot open database {path}: file is not a database"
+    assert one_error(result) == f"Error: database {path} is damaged: file is not a database; run `queuectl check`"
     with open(path, "rb") as handle:
         assert handle.read() == garbage
 

@@ -137,7 +137,7 @@ def test_a_newer_schema_is_refused_with_the_path(store, db_path):
 def test_a_file_that_is_not_sqlite_is_refused_with_the_path(db_path):
     with open(db_path, "w") as handle:
         handle.write("this is not a database\n" * 100)
-    with pytest.raises(StoreError, match=rf"cannot open database {re.escape(db_path)}"):
+    with pytest.raises(StoreError, match=rf"database {re.escape(db_path)} is damaged: file is not a database"):
         Store.open(db_path)
 
 

@@ -89,6 +89,11 @@ class App:
         return self._home
 
     @property
+    def home_as_is(self) -> QueueHome:
+        """The queue home, not created if it is missing: for commands that only look."""
+        return QueueHome(self._root)
+
+    @property
     def store(self):
         if self._store is None:
             from ..repository import Store
