@@ -12,11 +12,12 @@ from .config import LiveConfig
 from .errors import QueuectlError
 from .home import QueueHome
 from .models import Job, Outcome
-from .pidfile import HOST, pid_alive
+from .pidfile import HOST, is_pool_worker, pid_alive
 from .repository import DB_ERRORS, Store
 from .timeutil import iso
 
 IDLE_TICK = 0.05  # idle workers look for news this often: cheap (PRAGMA data_version), and quick pickup
+PAUSE_TICK = 0.1  # a worker that waits out database trouble keeps its heartbeat this often
 LOST = "worker lost"
 
 
@@ -46,7 +47,7 @@ def record_outcome(store: Store, settings: dict, job: Job, holder: str, outcome:
 
 def recover_lost_job(store: Store, settings: dict, job: Job, now: float) -> Optional[str]:
     """A job whose worker died: stop what is left of its run, then count it as a failed run."""
-    executor.kill_strays(job.worker_id)
+    executor.kill_strays(job.worker_id, job.id, job.attempts)
     return record_outcome(store, settings, job, job.worker_id, Outcome(None, LOST), now)
 
 
@@ -76,7 +77,7 @@ class Worker:
             return False
         try:
             outcome = executor.run(job, self.home.log_path(job.id), self.worker_id,
-                                   lambda: self.flags.force, self._upkeep)
+                                   lambda: self.flags.force, self._tick)
         except Exception as exc:  # the one catch-all: a bad job must never kill its worker
             outcome = Outcome(None, f"internal error: {exc}"[:1000])
         self._record(job, outcome)
@@ -95,7 +96,7 @@ class Worker:
                 break
             except DB_ERRORS as exc:
                 self.say(f"cannot record job {job.id} yet ({exc}); retrying")
-                time.sleep(0.5 * (attempt + 1))
+                self._pause(0.5 * (attempt + 1))
         else:
             # Left processing under our id: once we are gone, lease expiry takes it back.
             return
@@ -119,7 +120,7 @@ class Worker:
                     self._idle()
                 except (*DB_ERRORS, QueuectlError) as exc:
                     self.say(f"database trouble ({exc}); retrying in 1s")
-                    time.sleep(1)
+                    self._pause(1.0)
         finally:
             try:
                 if self._claimed is not None:  # a stop came between that claim and its run
@@ -152,6 +153,20 @@ class Worker:
                 return
             self._upkeep()
 
+    def _pause(self, seconds: float) -> None:
+        """Sleep without going silent: a wait that skips heartbeats gets a live worker taken for lost."""
+        wake = time.monotonic() + seconds
+        while (remaining := wake - time.monotonic()) > 0:
+            time.sleep(min(PAUSE_TICK, remaining))
+            self._tick()
+
+    def _tick(self) -> None:
+        """Upkeep that never raises: for the waits inside a run and around database trouble."""
+        try:
+            self._upkeep()
+        except (*DB_ERRORS, QueuectlError) as exc:
+            self.say(f"cannot heartbeat ({exc}); trying again at the next upkeep")
+
     def _upkeep(self) -> None:
         """Every few seconds: heartbeat, take back jobs of dead workers, notice an orphaned pool."""
         now = self.clock()
@@ -168,7 +183,8 @@ class Worker:
 
     def _reclaim_orphans(self, now: float, lease: float) -> None:
         for job, pid, host, heartbeat_at in self.store.processing_holders():
-            if job.worker_id == self.worker_id or not _is_lost(pid, host, heartbeat_at, now, lease):
+            if job.worker_id == self.worker_id or not self._is_lost(job.worker_id, pid, host, heartbeat_at,
+                                                                    now, lease):
                 continue
             verdict = recover_lost_job(self.store, self.config.current(), job, self.clock())
             if verdict:
@@ -176,15 +192,19 @@ class Worker:
             self.store.remove_worker(job.worker_id)
         self.store.remove_stale_workers(now, lease)
 
+    def _is_lost(self, worker_id: str, pid: Optional[int], host: Optional[str],
+                 heartbeat_at: Optional[float], now: float, lease: float) -> bool:
+        """Not heard from within the lease, or its process gone (same host) — unless its pool's
+        pidfile in this home proves it alive: a worker frozen, starved of CPU or stuck on the
+        database is still alive, whatever its heartbeat says. Other hosts go by heartbeats."""
+        heard = heartbeat_at is not None and heartbeat_at >= now - lease
+        if heard and not (host == HOST and not pid_alive(pid)):
+            return False
+        pool_id, _, pid_text = worker_id.rpartition("-")  # the form __init__ gives worker_id
+        return not (pid_text.isdigit() and is_pool_worker(self.home, pool_id, int(pid_text)))
+
     def say(self, text: str) -> None:
         print(f"{iso(time.time())} worker {self.pid}: {text}", file=sys.stderr, flush=True)
-
-
-def _is_lost(pid: Optional[int], host: Optional[str], heartbeat_at: Optional[float], now: float,
-             lease: float) -> bool:
-    if heartbeat_at is None or heartbeat_at < now - lease:
-        return True
-    return host == HOST and not pid_alive(pid)
 
 
 def _install_signal_handlers(flags: Flags) -> None:
@@ -210,6 +230,7 @@ def worker_main(home_root: str, pool_id: str, burst: bool, parent_pid: int) -> N
     """Process target: plain data in; the store is opened here, never inherited across fork."""
     flags = Flags()
     _install_signal_handlers(flags)
+    executor.become_subreaper()
     home = QueueHome(home_root)
     store = Store.open(home.db_path, durable=False)
     try:

@@ -1,0 +1,250 @@
+"""What a run leaves behind, and a live worker never taken for lost (issue 10, bugs 1 and 6).
+
+Real pools, real signals, real processes. Each leftover process is a `sleep` whose argv holds a
+unique duration (`sleep 100.<digits>`), so the test finds exactly its own processes in /proc and
+a finalizer kills whatever a failing test left. Every wait polls with a deadline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from conftest import Pools, job_state, run_cli, wait_until
+from queuectl import executor
+
+
+def cli_ok(home: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    result = run_cli(home, *args, **kwargs)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def query(home: str, sql: str, params: tuple = ()) -> list:
+    conn = sqlite3.connect(os.path.join(home, "queue.db"), timeout=60, isolation_level=None)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def workers_log(home: str) -> str:
+    path = os.path.join(home, "logs", "workers.log")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as handle:
+        return handle.read()
+
+
+def with_marker(marker: str) -> list:
+    """Live (non-zombie) processes whose argv holds `marker`."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker.encode() in argv and state != b"Z":
+            found.append(int(name))
+    return found
+
+
+@pytest.fixture
+def marker():
+    """A unique sleep duration; whatever still runs with it at the end is killed."""
+    value = f"100.{uuid.uuid4().int % 10**9:09d}"
+    yield value
+    for pid in with_marker(value):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def burst(home: str, count: int = 1, timeout: float = 90) -> None:
+    """Run a foreground `worker start --burst` to the end."""
+    result = subprocess.run(
+        [sys.executable, "-m", "queuectl", "--home", home, "worker", "start", "--burst", "--count", str(count)],
+        capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+
+
+def start_pool(pools: Pools, count: int) -> tuple:
+    """(supervisor PID, [worker PIDs]) of a new detached pool; the fixture stops it."""
+    result = cli_ok(pools.home, "worker", "start", "--count", str(count), "--detach")
+    found: dict = {"supervisor": [], "worker": []}
+    for line in result.stdout.splitlines():
+        label, pid = line.split()
+        found[label].append(int(pid))
+    pools.pids.extend(found["supervisor"] + found["worker"])
+    return found["supervisor"][0], found["worker"]
+
+
+def holder_pid(home: str, job_id: str):
+    rows = query(home, "SELECT worker_id FROM jobs WHERE id = ? AND state = 'processing'", (job_id,))
+    return int(rows[0][0].rsplit("-", 1)[1]) if rows else None
+
+
+def finished(home: str, job_id: str):
+    job = job_state(home, job_id)
+    return job if job["state"] in ("completed", "dead") else None
+
+
+# -- bug 1: a live worker is taken for lost ------------------------------------------------------
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("lease", ["1", "2"])
+def test_a_timed_out_run_that_ignores_sigterm_is_recorded_as_timed_out(home, workdir, pools, marker, lease):
+    """The grace period (3 s) outlasts the lease: the killing worker keeps its heartbeat, so the
+    other worker never takes its job for lost."""
+    cli_ok(home, "config", "set", "lease_seconds", lease)
+    cli_ok(home, "enqueue", "--id", "stubborn", "--max-retries", "0", "--timeout", "1",
+           f"(trap '' TERM; sleep {marker}) & sleep {marker}", cwd=workdir)
+    start_pool(pools, 2)
+    job = wait_until(lambda: finished(home, "stubborn"), timeout=60, what="the run to end")
+    assert (job["state"], job["attempts"], job["last_error"]) == ("dead", 1, "timed out after 1s")
+    assert "lost worker" not in workers_log(home)
+    assert with_marker(marker) == []
+
+
+def _db_unlocked(home: str) -> bool:
+    conn = sqlite3.connect(os.path.join(home, "queue.db"), timeout=0.5, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_forced_stop_of_a_run_that_ignores_sigterm_does_not_count_the_attempt(home, workdir, pools, marker):
+    """Pool A is force-stopped (SIGUSR1 to its supervisor) during a run that ignores SIGTERM,
+    while pool B keeps running with a 1 s lease: the job goes back to pending with the attempt
+    not counted, and B then runs it once more to completion."""
+    cli_ok(home, "config", "set", "lease_seconds", "1")
+    flag = os.path.join(workdir, "ran-once")
+    cli_ok(home, "enqueue", "--id", "stubborn", "--max-retries", "0",
+           f"[ -e {flag} ] && exit 0; touch {flag}; trap '' TERM; sleep {marker}", cwd=workdir)
+    supervisor_a, (worker_a,) = start_pool(pools, 1)
+    wait_until(lambda: with_marker(marker), timeout=60, what="the first run")
+    assert holder_pid(home, "stubborn") == worker_a
+    start_pool(pools, 1)
+    os.kill(supervisor_a, signal.SIGUSR1)
+    job = wait_until(lambda: finished(home, "stubborn"), timeout=60, what="the second run")
+    assert (job["state"], job["attempts"], job["last_error"]) == ("completed", 1, None)
+    assert "lost worker" not in workers_log(home)
+    assert with_marker(marker) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_stopped_worker_is_not_taken_for_lost(home, workdir, pools, marker):
+    """A worker frozen by SIGSTOP sends no heartbeat, but on the same host its process is
+    provably alive: the other worker leaves its job alone, however long it stays frozen."""
+    cli_ok(home, "config", "set", "lease_seconds", "1")
+    cli_ok(home, "enqueue", "--id", "slow", "--max-retries", "0", f"sleep {marker} & sleep 4; kill $!",
+           cwd=workdir)
+    _, workers = start_pool(pools, 2)
+    wait_until(lambda: with_marker(marker), timeout=60, what="the run")
+    frozen = holder_pid(home, "slow")
+    (other,) = [pid for pid in workers if pid != frozen]
+    while True:  # freeze it outside a write, or the other worker could not heartbeat either
+        os.kill(frozen, signal.SIGSTOP)
+        if _db_unlocked(home):
+            break
+        os.kill(frozen, signal.SIGCONT)
+    try:
+        frozen_beat = query(home, "SELECT heartbeat_at FROM workers WHERE pid = ?", (frozen,))[0][0]
+
+        def other_beat() -> float:
+            rows = query(home, "SELECT heartbeat_at FROM workers WHERE pid = ?", (other,))
+            return rows[0][0] if rows else 0.0
+
+        # The other worker's upkeep has run several times while the frozen one was stale.
+        wait_until(lambda: other_beat() > frozen_beat + 3.5, timeout=60, what="the other worker's upkeep")
+        assert holder_pid(home, "slow") == frozen
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    job = wait_until(lambda: finished(home, "slow"), timeout=60, what="the run to end")
+    assert (job["state"], job["attempts"]) == ("completed", 1), job
+    assert "lost worker" not in workers_log(home)
+
+
+# -- bug 6: a run's processes outlive it ---------------------------------------------------------
+
+LEFTOVERS = {
+    "background": "sleep {m} &",
+    "setsid": "setsid sleep {m} &",
+    "nohup": "nohup sleep {m} >/dev/null 2>&1 &",
+    "setsid-double-fork": "setsid sh -c '(setsid sleep {m} &); sleep {m}' &",
+    "ignores-sigterm": "(trap '' TERM; sleep {m}) &",
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("ending", ["exit", "timeout"])
+@pytest.mark.parametrize("leftover", LEFTOVERS)
+def test_a_run_leaves_no_process_behind(home, workdir, marker, leftover, ending):
+    started = os.path.join(workdir, "started")
+    command = LEFTOVERS[leftover].format(m=marker) + f" echo done; touch {started}"
+    if ending == "timeout":
+        command += " ; sleep 30"
+    cli_ok(home, "enqueue", "--id", "messy", "--max-retries", "0", "--timeout", "1" if ending == "timeout" else "0",
+           command, cwd=workdir)
+    burst(home)
+    job = job_state(home, "messy")
+    if ending == "exit":
+        assert (job["state"], job["exit_code"]) == ("completed", 0), job
+    else:
+        assert (job["state"], job["last_error"]) == ("dead", "timed out after 1s"), job
+    assert os.path.exists(started)
+    assert with_marker(marker) == [], f"the {leftover} process outlived its run"
+
+
+@pytest.mark.timeout(120)
+def test_a_forced_stop_leaves_no_process_behind(home, workdir, pools, marker):
+    cli_ok(home, "enqueue", "--id", "messy", f"setsid sleep {marker} & sleep {marker}", cwd=workdir)
+    start_pool(pools, 1)
+    wait_until(lambda: len(with_marker(marker)) == 2, timeout=60, what="the run's processes")
+    result = pools.stop("--force", "--timeout", "30")
+    assert result.returncode == 0, result.stderr
+    assert with_marker(marker) == []
+    job = job_state(home, "messy")
+    assert (job["state"], job["attempts"]) == ("pending", 0)
+
+
+# -- kill_strays: only what the lost run left ----------------------------------------------------
+
+def _run_process(marker: str, worker_id: str, job_id: str, attempt: int) -> subprocess.Popen:
+    """A stand-in for a run's process, with the environment the executor gives a run."""
+    env = {**os.environ, executor.ENV_RUN: executor.run_id(worker_id, job_id, attempt)}
+    return subprocess.Popen(["sleep", marker], env=env, start_new_session=True)
+
+
+@pytest.mark.timeout(60)
+def test_kill_strays_kills_only_the_lost_run(marker):
+    lost = _run_process(marker, "abc123-42", "job1", 2)
+    spared = [_run_process(marker, "abc123-42", "job1", 3),   # the same job's next attempt
+              _run_process(marker, "abc123-42", "job2", 2),   # the same worker's next job
+              _run_process(marker, "abc123-421", "job1", 2)]  # another worker, same job and attempt
+    try:
+        assert executor.kill_strays("abc123-42", "job1", 2) == 1
+        assert lost.wait(timeout=30) == -signal.SIGKILL
+        assert [proc.poll() for proc in spared] == [None, None, None]
+    finally:
+        for proc in [lost, *spared]:
+            proc.kill()
+            proc.wait()
