@@ -12,12 +12,18 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import pytest
 
 from conftest import Pools, job_state, run_cli, wait_until
 from queuectl import executor
+from queuectl.home import QueueHome
+from queuectl.models import NewJob
+from queuectl.repository import Store
+from queuectl.worker import Flags, Worker
 
 
 def cli_ok(home: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -118,6 +124,57 @@ def test_a_timed_out_run_that_ignores_sigterm_is_recorded_as_timed_out(home, wor
     assert with_marker(marker) == []
 
 
+class Staleness(threading.Thread):
+    """Watches, through a connection of its own, how old a worker's heartbeat gets."""
+
+    def __init__(self, db_path: str, worker_id: str) -> None:
+        super().__init__(daemon=True)
+        self.db_path, self.worker_id = db_path, worker_id
+        self.worst = 0.0
+        self.samples = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        try:
+            while not self.done.wait(0.05):
+                row = conn.execute("SELECT heartbeat_at FROM workers WHERE worker_id = ?",
+                                   (self.worker_id,)).fetchone()
+                if row:
+                    self.worst, self.samples = max(self.worst, time.time() - row[0]), self.samples + 1
+        finally:
+            conn.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_heartbeats_all_through_the_kill_of_a_run(home, workdir, cli, marker):
+    """With the smallest lease (1 s), the heartbeat never gets a lease old while the run is
+    timed out, waited for through the grace period, killed, and waited for again."""
+    assert cli("config", "set", "lease_seconds", "1").exit_code == 0
+    qhome = QueueHome(home).ensure()
+    store = Store.open(qhome.db_path, durable=False)
+    try:
+        store.insert([NewJob("stubborn", f"trap '' TERM; sleep {marker} & sleep {marker}", 0, 0, 1, 0.0,
+                             workdir)], time.time())
+        worker = Worker(store, qhome, "test", Flags())
+        watcher = Staleness(qhome.db_path, worker.worker_id)
+        watcher.start()
+        try:
+            started = time.monotonic()
+            assert worker.run_once()
+            took = time.monotonic() - started
+        finally:
+            watcher.done.set()
+            watcher.join()
+        job = store.get("stubborn")
+    finally:
+        store.close()
+    assert (job.state, job.last_error) == ("dead", "timed out after 1s")
+    assert took >= 1 + executor.GRACE_SECONDS  # it did wait out the grace period
+    assert watcher.samples > 40
+    assert watcher.worst < 1.0, f"the heartbeat got {watcher.worst:.2f}s old"
+
+
 def _db_unlocked(home: str) -> bool:
     conn = sqlite3.connect(os.path.join(home, "queue.db"), timeout=0.5, isolation_level=None)
     try:
@@ -161,11 +218,13 @@ def test_a_stopped_worker_is_not_taken_for_lost(home, workdir, pools, marker):
     wait_until(lambda: with_marker(marker), timeout=60, what="the run")
     frozen = holder_pid(home, "slow")
     (other,) = [pid for pid in workers if pid != frozen]
-    while True:  # freeze it outside a write, or the other worker could not heartbeat either
+    for _ in range(50):  # freeze it outside a write, or the other worker could not heartbeat either
         os.kill(frozen, signal.SIGSTOP)
         if _db_unlocked(home):
             break
         os.kill(frozen, signal.SIGCONT)
+    else:
+        pytest.fail("the database stayed locked")
     try:
         frozen_beat = query(home, "SELECT heartbeat_at FROM workers WHERE pid = ?", (frozen,))[0][0]
 
@@ -185,13 +244,21 @@ def test_a_stopped_worker_is_not_taken_for_lost(home, workdir, pools, marker):
 
 # -- bug 6: a run's processes outlive it ---------------------------------------------------------
 
-LEFTOVERS = {
-    "background": "sleep {m} &",
-    "setsid": "setsid sleep {m} &",
-    "nohup": "nohup sleep {m} >/dev/null 2>&1 &",
-    "setsid-double-fork": "setsid sh -c '(setsid sleep {m} &); sleep {m}' &",
-    "ignores-sigterm": "(trap '' TERM; sleep {m}) &",
+LEFTOVERS = {  # the form, and how many processes with the marker it starts
+    "background": ("sleep {m} &", 1),
+    "setsid": ("setsid sleep {m} &", 1),
+    "nohup": ("nohup sleep {m} >/dev/null 2>&1 &", 1),
+    "setsid-double-fork": ("setsid sh -c '(setsid sleep {m} &); sleep {m}' &", 2),
+    "ignores-sigterm": ("(trap '' TERM; sleep {m}) &", 1),
 }
+
+
+def _until_running(marker: str, count: int) -> str:
+    """Shell that waits until `count` processes have the marker in their argv (the pattern is
+    bracketed so that grep does not count itself)."""
+    pattern = marker.replace(".", "[.]")
+    return (f"until [ $(grep -l '{pattern}' /proc/[0-9]*/cmdline 2>/dev/null | wc -l) -ge {count} ];"
+            " do sleep 0.05; done")
 
 
 @pytest.mark.timeout(120)
@@ -199,18 +266,19 @@ LEFTOVERS = {
 @pytest.mark.parametrize("leftover", LEFTOVERS)
 def test_a_run_leaves_no_process_behind(home, workdir, marker, leftover, ending):
     started = os.path.join(workdir, "started")
-    command = LEFTOVERS[leftover].format(m=marker) + f" echo done; touch {started}"
+    form, count = LEFTOVERS[leftover]
+    command = f"{form.format(m=marker)} {_until_running(marker, count)}; touch {started}"
     if ending == "timeout":
-        command += " ; sleep 30"
-    cli_ok(home, "enqueue", "--id", "messy", "--max-retries", "0", "--timeout", "1" if ending == "timeout" else "0",
+        command += "; sleep 30"
+    cli_ok(home, "enqueue", "--id", "messy", "--max-retries", "0", "--timeout", "3" if ending == "timeout" else "0",
            command, cwd=workdir)
     burst(home)
     job = job_state(home, "messy")
+    assert os.path.exists(started), job  # the leftovers were all up before the run ended
     if ending == "exit":
         assert (job["state"], job["exit_code"]) == ("completed", 0), job
     else:
-        assert (job["state"], job["last_error"]) == ("dead", "timed out after 1s"), job
-    assert os.path.exists(started)
+        assert (job["state"], job["last_error"]) == ("dead", "timed out after 3s"), job
     assert with_marker(marker) == [], f"the {leftover} process outlived its run"
 
 
