@@ -157,14 +157,7 @@ def _end_run(proc: subprocess.Popen, tick: Callable[[], None]) -> None:
 
     A run that leaves nothing (the usual case) costs one read of our children and one killpg."""
     for signum in (signal.SIGTERM, signal.SIGKILL):
-        deadline = time.monotonic() + GRACE_SECONDS
-        signalled: set = set()
-        while _signal_leftovers(proc, signum, signalled):
-            if time.monotonic() >= deadline:
-                break
-            tick()
-            time.sleep(KILL_POLL)
-        else:
+        if _leftovers_gone(proc, signum, tick):
             return
     # Unkillable (stuck in the kernel, or no longer ours to signal): don't make every later
     # run wait for it too.
@@ -172,6 +165,18 @@ def _end_run(proc: subprocess.Popen, tick: Callable[[], None]) -> None:
 
 
 _ABANDONED: set = set()  # orphans that outlived SIGKILL; still reaped when they do go
+
+
+def _leftovers_gone(proc: subprocess.Popen, signum: int, tick: Callable[[], None]) -> bool:
+    """Signal what is left of the run, then wait up to GRACE_SECONDS for it to go."""
+    deadline = time.monotonic() + GRACE_SECONDS
+    signalled: set = set()
+    while _signal_leftovers(proc, signum, signalled):
+        if time.monotonic() >= deadline:
+            return False
+        tick()
+        time.sleep(KILL_POLL)
+    return True
 
 
 def _signal_leftovers(proc: subprocess.Popen, signum: int, signalled: set) -> bool:
@@ -183,6 +188,8 @@ def _signal_leftovers(proc: subprocess.Popen, signum: int, signalled: set) -> bo
     for group in groups:
         if group not in signalled and _signal_group(group, signum):
             signalled.add(group)
+            if signum == signal.SIGTERM:
+                _signal_group(group, signal.SIGCONT)  # a stopped process would sit on the SIGTERM
     # Until the shell is reaped, or an orphan we just reaped, their children may still be on
     # their way to us; a group is checked too, for a system where we are not the subreaper.
     return running or reaped or bool(orphans) or any(_group_alive(group) for group in signalled)
