@@ -16,14 +16,38 @@ from typing import Callable, Optional
 from .models import Job, Outcome
 from .timeutil import human_seconds
 
-GRACE_SECONDS = 3.0  # between SIGTERM and SIGKILL of a run's process group
+GRACE_SECONDS = 3.0  # between SIGTERM and SIGKILL of what a run leaves
 TICK_SECONDS = 0.2  # how often a long run checks for stop requests and heartbeats
+KILL_POLL = 0.02  # how often a kill checks whether the run's processes are gone yet
 MAX_ERROR = 1000
-ENV_WORKER = "QUEUECTL_WORKER_ID"  # also lets a later worker find runs a dead worker left behind
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # log path -> [(line, size)]: what a full disk kept out of the log, written once there is room;
 # a line with a size only while the log still has that size (no later run has written to it)
 _DEFERRED: dict = {}
+ENV_RUN = "QUEUECTL_RUN"  # names the run: lets a later worker find what a lost run left behind
+# The pool's queue home, set in each worker's environment: a job that runs queuectl uses the
+# same home, and a lost run is only ever taken for one of this home's (a `cp -r` copy of a live
+# home holds the original's worker ids, and must not kill the original's runs).
+ENV_HOME = "QUEUECTL_HOME"
+PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
+
+
+def run_id(worker_id: str, job_id: str, attempt: int) -> str:
+    """What ENV_RUN holds: one run of one job by one worker (no job id holds a '/')."""
+    return f"{worker_id}/{job_id}/{attempt}"
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux 3.4+), so what a run
+    starts and disowns (`setsid cmd &`, a double-forked daemon) is reparented to us, where the
+    end of the run finds and kills it. False where the system has no such thing."""
+    import ctypes  # only here: a worker calls this once at start
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], bool],
@@ -31,7 +55,9 @@ def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], bool]
     """Run `job.command` with /bin/sh -c in `job.cwd`, appending its output to `log_path`.
 
     `interrupted()` is polled while the run goes on; when it turns true the run's whole process
-    group is killed and the Outcome says so. `tick()` is called about every TICK_SECONDS.
+    group is killed and the Outcome says so. `tick()` (which must not raise) is called about every
+    TICK_SECONDS, in every wait, killing included. However the run ends, whatever it started is
+    killed before this returns (see `_end_run`).
     """
     started = time.monotonic()
     try:
@@ -114,9 +140,8 @@ def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Call
          tick: Callable[[], None]) -> Outcome:
     # This process exists to run jobs, so the run's variables go into its own environment:
     # much cheaper than building and encoding a fresh env mapping for every run.
-    os.environ.update(QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts))
-    if os.environ.get(ENV_WORKER) != worker_id:
-        os.environ[ENV_WORKER] = worker_id
+    os.environ.update(QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts),
+                      QUEUECTL_RUN=run_id(worker_id, job.id, job.attempts))
     try:
         proc = subprocess.Popen(
             ["/bin/sh", "-c", job.command], cwd=job.cwd, stdin=_devnull(),
@@ -125,7 +150,10 @@ def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Call
     except OSError as exc:
         where = f" in {job.cwd}" if exc.filename == job.cwd else ""
         return Outcome(None, _short(f"cannot start{where}: {exc.strerror}"))
-    ended = _wait(proc, job.timeout, interrupted, tick)
+    try:
+        ended = _wait(proc, job.timeout, interrupted, tick)
+    finally:
+        _end_run(proc, tick)
     if ended == "interrupted":
         return Outcome(None, "interrupted by a forced stop", interrupted=True)
     if ended == "timeout":
@@ -152,7 +180,7 @@ def _devnull() -> int:
 
 def _wait(proc: subprocess.Popen, timeout: Optional[float], interrupted: Callable[[], bool],
           tick: Callable[[], None]) -> str:
-    """'exited', 'timeout' or 'interrupted' (the group killed in the last two cases)."""
+    """'exited', 'timeout' or 'interrupted'; in the last two cases the run is still going."""
     deadline = time.monotonic() + float(timeout) if timeout else None
     pidfd = _pidfd(proc.pid)
     try:
@@ -161,10 +189,8 @@ def _wait(proc: subprocess.Popen, timeout: Optional[float], interrupted: Callabl
             if _exited(proc, pidfd, max(slice_, 0.0)):
                 return "exited"
             if interrupted():
-                kill_group(proc)
                 return "interrupted"
             if deadline is not None and time.monotonic() >= deadline:
-                kill_group(proc)
                 return "timeout"
             tick()
     finally:
@@ -191,40 +217,127 @@ def _exited(proc: subprocess.Popen, pidfd: Optional[int], seconds: float) -> boo
     return proc.poll() is not None
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the run's whole process group, then SIGKILL what is left after a grace period."""
-    pgid = proc.pid  # start_new_session made the shell the leader of its own group
-    _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_SECONDS
-    while time.monotonic() < deadline:
-        proc.poll()
-        if not _group_alive(pgid):
+def _end_run(proc: subprocess.Popen, tick: Callable[[], None]) -> None:
+    """Kill whatever the run left: its process group (the shell too, if it still runs) and every
+    orphan of it this worker inherited as their subreaper, in whatever session or group those
+    moved to. SIGTERM, GRACE_SECONDS, then SIGKILL; `tick()` goes on all the while.
+
+    A run that leaves nothing (the usual case) costs one read of our children and one killpg."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if _leftovers_gone(proc, signum, tick):
             return
-        time.sleep(0.02)
-    _signal_group(pgid, signal.SIGKILL)
-    proc.wait()
+    # Unkillable (stuck in the kernel, or no longer ours to signal): don't make every later
+    # run wait for it too.
+    _ABANDONED.update(_orphans(proc)[0])
+
+
+_ABANDONED: set = set()  # orphans that outlived SIGKILL; still reaped when they do go
+
+
+def _leftovers_gone(proc: subprocess.Popen, signum: int, tick: Callable[[], None]) -> bool:
+    """Signal what is left of the run, then wait up to GRACE_SECONDS for it to go."""
     deadline = time.monotonic() + GRACE_SECONDS
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    signalled: set = set()
+    while _signal_leftovers(proc, signum, signalled):
+        if time.monotonic() >= deadline:
+            return False
+        tick()
+        time.sleep(KILL_POLL)
+    return True
 
 
-def _signal_group(pgid: int, signum: int) -> None:
+def _signal_leftovers(proc: subprocess.Popen, signum: int, signalled: set) -> bool:
+    """Send `signum` once to each group the run still has a process in; True while anything of
+    the run may live. Looked at afresh each time: a process that dies hands its children to us."""
+    running = proc.poll() is None  # Popen reaps the run's own shell: never a waitpid of ours
+    orphans, reaped = _orphans(proc)
+    groups = dict.fromkeys([proc.pid] + [group for group in map(_group_of, orphans) if group is not None])
+    for group in groups:
+        if group not in signalled and _signal_group(group, signum):
+            signalled.add(group)
+            if signum == signal.SIGTERM:
+                _signal_group(group, signal.SIGCONT)  # a stopped process would sit on the SIGTERM
+    # Until the shell is reaped, or an orphan we just reaped, their children may still be on
+    # their way to us; a group is checked too, for a system where we are not the subreaper.
+    return running or reaped or bool(orphans) or any(_group_alive(group) for group in signalled)
+
+
+def _orphans(proc: subprocess.Popen) -> tuple:
+    """(live children other than the run's shell, whether any dead one was reaped just now)."""
+    children = _children()
+    live, reaped = [], False
+    for pid in children:
+        if pid == proc.pid:
+            continue
+        try:
+            done = os.waitpid(pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:  # reaped already
+            done = True
+        if done:
+            _ABANDONED.discard(pid)
+            reaped = True
+        elif pid not in _ABANDONED:
+            live.append(pid)
+    if children is _NO_CHILDREN_FILE and proc.returncode is not None:
+        _reap_any()
+    return live, reaped
+
+
+_NO_CHILDREN_FILE: list = []
+_CHILDREN_FDS: dict = {}  # pid -> our open children file: a forked process opens its own
+
+
+def _children() -> list:
+    """Our children, from /proc/self/task/<tid>/children: orphans go to the main thread, the
+    one that runs jobs. Kept open and read with pread, a tenth of the cost of opening it per
+    run. `_NO_CHILDREN_FILE` where the kernel does not have that file."""
+    pid = os.getpid()
     try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
+        fd = _CHILDREN_FDS.get(pid)
+        if fd is None:
+            fd = _CHILDREN_FDS[pid] = os.open(f"/proc/self/task/{pid}/children", os.O_RDONLY | os.O_CLOEXEC)
+        data = os.pread(fd, 65536, 0)  # past 9,000 or so children, the rest come next round
+    except FileNotFoundError:
+        return _NO_CHILDREN_FILE
+    except OSError:
+        return []
+    return [int(child) for child in data.split()]
+
+
+def _reap_any() -> None:
+    """Without a children file: at least leave no zombie (the run's shell is reaped already)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
         pass
 
 
+def _group_of(pid: int) -> Optional[int]:
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+    return None if group == os.getpgid(0) else group
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """False if the group has no process left (not even a zombie)."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs. Zombies don't count: an init that is slow
-    to reap the orphans would otherwise hold us here for the whole grace period."""
+    """Whether any process of the group still runs. Zombies don't count: one whose parent is
+    slow to reap it would otherwise hold us here for the whole grace period."""
+    if not _signal_group(pgid, 0):
+        return False
     if not os.path.isdir("/proc/self"):
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
         return True
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -239,13 +352,16 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def kill_strays(worker_id: str) -> int:
-    """Kill the process groups of runs started by a worker that died (found by their environment).
+def kill_strays(home: str, worker_id: str, job_id: str, attempt: int) -> int:
+    """Kill the process groups of one run of a worker that died (found by their environment).
 
     A worker killed with SIGKILL cannot take its run down with it, since the run has a session
-    of its own; without this the retry could overlap the first run. Linux only; returns groups killed.
+    of its own; without this the retry could overlap the first run. Only that run's processes
+    are killed, never the worker's later runs (if it lives after all) or another job's. Linux
+    only; returns groups killed. `home` is the real path of the queue home the run belongs to.
     """
-    marker = f"{ENV_WORKER}={worker_id}".encode()
+    marker = f"{ENV_RUN}={run_id(worker_id, job_id, attempt)}".encode()
+    same_home = f"{ENV_HOME}={home}".encode()
     groups = set()
     try:
         pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
@@ -254,7 +370,8 @@ def kill_strays(worker_id: str) -> int:
     for pid in pids:
         try:
             with open(f"/proc/{pid}/environ", "rb") as handle:
-                if marker in handle.read().split(b"\0"):
+                variables = handle.read().split(b"\0")
+                if marker in variables and same_home in variables:
                     groups.add(os.getpgid(pid))
         except (OSError, ProcessLookupError):
             continue

@@ -73,6 +73,20 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def is_pool_worker(home: QueueHome, pool_id: str, pid: int) -> bool:
+    """True if `pid` is a live worker of this home's pool `pool_id`, as the pool's pidfile records
+    it (start time, command line, the home held open): proof of life that needs no heartbeat."""
+    if not pool_id.isalnum():  # it names a file in the home: nothing else
+        return False
+    path = home.pidfile_path(pool_id)
+    try:
+        with open(path) as handle:
+            record = _parse(path, handle.read())
+    except OSError:
+        return False
+    return pid in record.workers and is_ours(pid, record.workers[pid], record.root)
+
+
 def hold_home(root: str) -> int:
     """Keep the home open for the pool's life: its workers inherit the descriptor across fork,
     and it is how `holds_home` tells this home's pool from another's."""

@@ -218,7 +218,7 @@ class Supervisor:
         try:
             settings = load_config(self.home.config_path)
             for job in store.jobs_of_worker(worker_id):
-                verdict = recover_lost_job(store, settings, job, now())
+                verdict = recover_lost_job(store, settings, self.home, job, now())
                 if verdict:
                     say(f"job {job.id} of worker {pid}: {verdict}")
             store.remove_worker(worker_id)

@@ -12,12 +12,13 @@ from .config import LiveConfig
 from .errors import DatabaseDamaged, QueuectlError
 from .home import QueueHome
 from .models import Job, Outcome
-from .pidfile import HOST, pid_alive
+from .pidfile import HOST, is_pool_worker, pid_alive
 from .render import printable
 from .repository import DB_ERRORS, Store
 from .timeutil import iso
 
 IDLE_TICK = 0.05  # idle workers look for news this often: cheap (PRAGMA data_version), and quick pickup
+PAUSE_TICK = 0.1  # a worker that waits out database trouble keeps its heartbeat this often
 LOST = "worker lost"
 EXIT_DAMAGED = 65  # a worker's exit code when the database is damaged (EX_DATAERR): the pool stops
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0  # back-off between tries to record an outcome, or to find space
@@ -50,9 +51,9 @@ def record_outcome(store: Store, settings: dict, job: Job, holder: str, outcome:
     return f"failed ({outcome.error}); retry in {run_at - now:g}s" if ok else None
 
 
-def recover_lost_job(store: Store, settings: dict, job: Job, now: float) -> Optional[str]:
+def recover_lost_job(store: Store, settings: dict, home: QueueHome, job: Job, now: float) -> Optional[str]:
     """A job whose worker died: stop what is left of its run, then count it as a failed run."""
-    executor.kill_strays(job.worker_id)
+    executor.kill_strays(os.path.realpath(home.root), job.worker_id, job.id, job.attempts)
     return record_outcome(store, settings, job, job.worker_id, Outcome(None, LOST), now)
 
 
@@ -140,16 +141,6 @@ class Worker:
             return False
         return current is None or current.state != "processing" or current.worker_id != self.worker_id
 
-    def _pause(self, seconds: float) -> None:
-        """Wait between two tries, keeping the heartbeat going."""
-        deadline = time.monotonic() + seconds
-        while True:
-            self._tick()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            time.sleep(min(remaining, 1.0))
-
     def _await_room(self) -> None:
         """After a full disk: write the marks the logs are owed, and wait for room, before the
         next claim (a job claimed now would only fail to write its log)."""
@@ -191,7 +182,7 @@ class Worker:
                     raise  # retrying cannot help: the pool stops
                 except (*DB_ERRORS, QueuectlError) as exc:
                     self._say_stuck("loop", f"database trouble ({exc}); retrying every second")
-                    time.sleep(1)
+                    self._pause(1.0)
         finally:
             executor.write_deferred_marks()
             try:
@@ -225,6 +216,13 @@ class Worker:
                 return
             self._upkeep()
 
+    def _pause(self, seconds: float) -> None:
+        """Sleep without going silent: a wait that skips heartbeats gets a live worker taken for lost."""
+        wake = time.monotonic() + seconds
+        while (remaining := wake - time.monotonic()) > 0:
+            time.sleep(min(PAUSE_TICK, remaining))
+            self._tick()
+
     def _upkeep(self) -> None:
         """Every few seconds: heartbeat, take back jobs of dead workers, notice an orphaned pool."""
         now = self.clock()
@@ -250,13 +248,25 @@ class Worker:
 
     def _reclaim_orphans(self, now: float, lease: float) -> None:
         for job, pid, host, heartbeat_at in self.store.processing_holders():
-            if job.worker_id == self.worker_id or not _is_lost(pid, host, heartbeat_at, now, lease):
+            if job.worker_id == self.worker_id or not self._is_lost(job.worker_id, pid, host, heartbeat_at,
+                                                                    now, lease):
                 continue
-            verdict = recover_lost_job(self.store, self.config.current(), job, self.clock())
+            verdict = recover_lost_job(self.store, self.config.current(), self.home, job, self.clock())
             if verdict:
                 self.say(f"job {job.id} of lost worker {job.worker_id}: {verdict}")
             self.store.remove_worker(job.worker_id)
         self.store.remove_stale_workers(now, lease)
+
+    def _is_lost(self, worker_id: str, pid: Optional[int], host: Optional[str],
+                 heartbeat_at: Optional[float], now: float, lease: float) -> bool:
+        """Not heard from within the lease, or its process gone (same host) — unless its pool's
+        pidfile in this home proves it alive: a worker frozen, starved of CPU or stuck on the
+        database is still alive, whatever its heartbeat says. Other hosts go by heartbeats."""
+        heard = heartbeat_at is not None and heartbeat_at >= now - lease
+        if heard and not (host == HOST and not pid_alive(pid)):
+            return False
+        pool_id, _, pid_text = worker_id.rpartition("-")  # the form __init__ gives worker_id
+        return not (pid_text.isdigit() and is_pool_worker(self.home, pool_id, int(pid_text)))
 
     def say(self, text: str) -> None:
         say(text)
@@ -278,13 +288,6 @@ def _free_bytes(path: str) -> int:
         return 0
     blocks = info.f_bfree if os.geteuid() == 0 else info.f_bavail  # root may use the reserve
     return blocks * info.f_frsize
-
-
-def _is_lost(pid: Optional[int], host: Optional[str], heartbeat_at: Optional[float], now: float,
-             lease: float) -> bool:
-    if heartbeat_at is None or heartbeat_at < now - lease:
-        return True
-    return host == HOST and not pid_alive(pid)
 
 
 def _install_signal_handlers(flags: Flags) -> None:
@@ -313,7 +316,9 @@ def worker_main(home_root: str, pool_id: str, burst: bool, parent_pid: int, repo
     (a pipe to the supervisor) when given."""
     flags = Flags()
     _install_signal_handlers(flags)
+    executor.become_subreaper()
     home = QueueHome(home_root)
+    os.environ[executor.ENV_HOME] = os.path.realpath(home_root)  # every run inherits it
     try:
         store = Store.open(home.db_path, durable=False)
         try:
