@@ -37,11 +37,11 @@ def _tries(job: Job) -> str:
 
 def jobs_table(jobs: list) -> str:
     rows = [
-        (job.id, job.state, _tries(job), job.priority, short_iso(job.run_at), _clip(job.command, 40),
+        (job.id, job.state, job.queue, _tries(job), job.priority, short_iso(job.run_at), _clip(job.command, 40),
          _clip(job.last_error, 40))
         for job in jobs
     ]
-    return table(rows, ["ID", "STATE", "TRIES", "PRI", "RUN AT (UTC)", "COMMAND", "LAST ERROR"])
+    return table(rows, ["ID", "STATE", "QUEUE", "TRIES", "PRI", "RUN AT (UTC)", "COMMAND", "LAST ERROR"])
 
 
 def dead_table(jobs: list) -> str:
@@ -54,6 +54,7 @@ def job_detail(job: Job, log_path: str) -> str:
     data = job.to_dict()
     data["attempts"] = f"{job.attempts} (up to {job.max_retries + 1} runs: max_retries {job.max_retries})"
     data["timeout"] = "none" if not job.timeout else f"{job.timeout:g}s"
+    data["after"] = ", ".join(job.after) or None
     data["log"] = log_path
     width = max(len(key) for key in data) + 1
     return "\n".join(f"{key + ':':<{width}} {'-' if value is None else value}" for key, value in data.items())

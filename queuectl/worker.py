@@ -52,8 +52,10 @@ def recover_lost_job(store: Store, settings: dict, job: Job, now: float) -> Opti
 
 class Worker:
     def __init__(self, store: Store, home: QueueHome, pool_id: str, flags: Flags, burst: bool = False,
-                 parent_pid: Optional[int] = None, clock: Callable[[], float] = time.time) -> None:
+                 parent_pid: Optional[int] = None, clock: Callable[[], float] = time.time,
+                 queues: Optional[list] = None) -> None:
         self.store = store
+        self.queues = queues  # the named queues it serves; None: every queue
         self.home = home
         self.pool_id = pool_id
         self.flags = flags
@@ -71,7 +73,8 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim one due job and run it to its recorded outcome; False if nothing was due."""
-        job, self._claimed = self._claimed or self.store.claim_next(self.worker_id, self.clock()), None
+        job = self._claimed or self.store.claim_next(self.worker_id, self.clock(), self.queues)
+        self._claimed = None
         if job is None:
             return False
         try:
@@ -91,7 +94,7 @@ class Worker:
                     verdict = record_outcome(self.store, self.config.current(), job, self.worker_id,
                                              outcome, self.clock())
                     if not self.flags.stop:
-                        self._claimed = self.store.claim_next(self.worker_id, self.clock())
+                        self._claimed = self.store.claim_next(self.worker_id, self.clock(), self.queues)
                 break
             except DB_ERRORS as exc:
                 self.say(f"cannot record job {job.id} yet ({exc}); retrying")
@@ -129,18 +132,15 @@ class Worker:
                 pass
 
     def _burst_done(self) -> bool:
-        """No job running or waiting to be retried, and none due (later first runs don't count)."""
-        counts = self.store.counts()
-        if counts["processing"] or counts["failed"]:
-            return False
-        next_run = self.store.next_run_at()
-        return next_run is None or next_run > self.clock()
+        """No job of its queues running or waiting to be retried, and none due (later first
+        runs, and jobs of paused queues, don't count)."""
+        return not self.store.has_work(self.queues, self.clock())
 
     def _idle(self) -> None:
         """Sleep until something changes, the next job is due, or poll_interval has passed."""
         version = self.store.data_version()
         wake = self.clock() + self.config.current()["poll_interval"]
-        next_run = self.store.next_run_at()
+        next_run = self.store.next_run_at(self.queues)
         if next_run is not None:
             wake = min(wake, next_run)
         while not self.flags.stop:
@@ -206,13 +206,14 @@ def _install_signal_handlers(flags: Flags) -> None:
     signal.signal(signal.SIGUSR1, force)
 
 
-def worker_main(home_root: str, pool_id: str, burst: bool, parent_pid: int) -> None:
+def worker_main(home_root: str, pool_id: str, burst: bool, parent_pid: int,
+                queues: Optional[list] = None) -> None:
     """Process target: plain data in; the store is opened here, never inherited across fork."""
     flags = Flags()
     _install_signal_handlers(flags)
     home = QueueHome(home_root)
     store = Store.open(home.db_path, durable=False)
     try:
-        Worker(store, home, pool_id, flags, burst=burst, parent_pid=parent_pid).loop()
+        Worker(store, home, pool_id, flags, burst=burst, parent_pid=parent_pid, queues=queues).loop()
     finally:
         store.close()
