@@ -5,7 +5,7 @@ from typing import Optional
 
 import click
 
-from .models import Job
+from .models import DEFAULT_QUEUE, Job
 from .timeutil import short_iso
 
 
@@ -37,11 +37,15 @@ def _tries(job: Job) -> str:
 
 def jobs_table(jobs: list) -> str:
     rows = [
-        (job.id, job.state, job.queue, _tries(job), job.priority, short_iso(job.run_at), _clip(job.command, 40),
+        (job.id, job.state, _tries(job), job.priority, short_iso(job.run_at), _clip(job.command, 40),
          _clip(job.last_error, 40))
         for job in jobs
     ]
-    return table(rows, ["ID", "STATE", "QUEUE", "TRIES", "PRI", "RUN AT (UTC)", "COMMAND", "LAST ERROR"])
+    headers = ["ID", "STATE", "TRIES", "PRI", "RUN AT (UTC)", "COMMAND", "LAST ERROR"]
+    if any(job.queue != DEFAULT_QUEUE for job in jobs):  # named queues in use: say which
+        rows = [(*row[:2], job.queue, *row[2:]) for row, job in zip(rows, jobs)]
+        headers[2:2] = ["QUEUE"]
+    return table(rows, headers)
 
 
 def dead_table(jobs: list) -> str:

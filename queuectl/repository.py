@@ -199,6 +199,8 @@ CREATE INDEX jobs_failed ON jobs (priority, run_at) WHERE state = 'failed' AND b
 CREATE INDEX jobs_pending_q ON jobs (queue, priority, run_at) WHERE state = 'pending' AND blocked = 0;
 CREATE INDEX jobs_failed_q ON jobs (queue, priority, run_at) WHERE state = 'failed' AND blocked = 0;
 CREATE INDEX jobs_running ON jobs (queue) WHERE state = 'processing';
+-- `list --state pending|failed` shows the blocked jobs after the claimable ones, from this.
+CREATE INDEX jobs_blocked ON jobs (state, priority, run_at) WHERE blocked > 0;
 CREATE TABLE job_deps (
     child  INTEGER NOT NULL,  -- jobs.seq of the job that waits
     parent TEXT NOT NULL,     -- jobs.id of the job it waits for
@@ -451,7 +453,8 @@ class Store:
             return jobs
         params["limit"] = limit and limit - len(jobs)
         only = " AND queue = :queue" if queue is not None else ""
-        return jobs + self._select(f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = :state AND blocked > 0{only}"
+        return jobs + self._select(f"SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_blocked"
+                                   f" WHERE state = :state AND blocked > 0{only}"
                                    f" ORDER BY priority, run_at, seq{page}", params)
 
     def states_of(self, ids: list) -> dict:
@@ -657,22 +660,22 @@ class Store:
         with self._write() as conn:
             if ids is None:
                 ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE state = 'dead'")]
-            self._check_states(ids, (DEAD,), "only dead jobs can be retried")
+            self._check_states(ids, (DEAD,), "dead", "only dead jobs can be retried")
             return self._revive(ids, now)
 
     def requeue(self, ids: list, now: float) -> list:
         """Move completed or dead jobs back to pending (see requeue_dead); returns every id moved."""
         with self._write():
-            self._check_states(ids, FINISHED, "only completed or dead jobs can be requeued")
+            self._check_states(ids, FINISHED, "completed or dead", "only finished jobs can be requeued")
             return self._revive(ids, now)
 
-    def _check_states(self, ids: list, allowed: tuple, rule: str) -> None:
+    def _check_states(self, ids: list, allowed: tuple, wanted: str, rule: str) -> None:
         states = self.states_of(ids)
         for job_id in ids:
             if job_id not in states:
                 raise NotFound(f"no job with id {job_id!r}")
             if states[job_id] not in allowed:
-                raise Conflict(f"job {job_id} is {states[job_id]}; {rule}")
+                raise Conflict(f"job {job_id} is {states[job_id]}, not {wanted}; {rule}")
 
     # -- dependencies --------------------------------------------------------------------------
 
