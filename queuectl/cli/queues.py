@@ -36,7 +36,7 @@ def queue() -> None:
     """Settings of one named queue."""
 
 
-@queue.command(name="limit")
+@queue.command(name="limit", context_settings={"ignore_unknown_options": True})  # so -1 reaches IntRange
 @click.argument("name")
 @click.argument("limit", metavar="N", type=click.IntRange(0, MAX_LIMIT))
 @pass_app
