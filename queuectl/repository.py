@@ -72,13 +72,10 @@ _ONE_QUEUE = _claim_sql(per_queue=True)
 _BY_STATE = _EVERY_QUEUE.by_state
 BELOW_ANY_PRIORITY = -(2**63)  # SQLite's smallest integer; enqueue allows -1e9 to 1e9
 PRIORITY_STEPS = 8
-# The queues with claimable jobs, one index seek each (a loose index scan), however many jobs.
-_WAITING_QUEUES = " UNION ".join(
-    f"""SELECT name FROM (WITH RECURSIVE q(name) AS (
-        SELECT (SELECT min(queue) FROM jobs INDEXED BY jobs_{s}_q WHERE state = '{s}' AND blocked = 0)
-        UNION ALL SELECT (SELECT min(queue) FROM jobs INDEXED BY jobs_{s}_q
-                          WHERE state = '{s}' AND blocked = 0 AND queue > q.name)
-        FROM q WHERE q.name IS NOT NULL) SELECT name FROM q WHERE name IS NOT NULL)""" for s in WAITING)
+# Settings in force, and how many jobs a limited queue runs now (one query in the claim).
+_SETTINGS = ("SELECT name, max_running, paused, CASE WHEN max_running > 0 THEN (SELECT count(*) FROM jobs"
+             " INDEXED BY jobs_running WHERE state = 'processing' AND queue = name) END"
+             " FROM queues WHERE max_running <> 0 OR paused <> 0")
 _RUNNING_IN = "SELECT count(*) FROM jobs INDEXED BY jobs_running WHERE state = 'processing' AND queue = ?"
 _FAILED_IN = "SELECT 1 FROM jobs INDEXED BY jobs_failed_q WHERE state = 'failed' AND blocked = 0 AND queue = ? LIMIT 1"
 
@@ -187,8 +184,11 @@ ALTER TABLE workers ADD COLUMN home TEXT NOT NULL DEFAULT '';
 #   full limits); jobs_running counts a limited queue's processing jobs inside the claim.
 # - job_deps names the parent by id, so a child still says what it waited for once its parent
 #   is deleted (a parent deleted before completing then keeps it dead).
-# - queues holds settings only: max_running (0 = no limit) and paused (1 paused, -1 runs despite
-#   a pause of every queue, 0 neither); the row named '*' is `pause` with no name.
+# - queues has a row for every queue that has jobs or settings (so a claim that must pick among
+#   queues reads their names from it, not from a scan of the jobs), with its settings:
+#   max_running (0 = no limit) and paused (1 paused, -1 runs despite a pause of every queue,
+#   0 neither); the row named '*' is `pause` with no name. Store.insert adds the rows of new
+#   queues; a row goes when its queue has neither jobs nor settings (_prune).
 _SCHEMA_V4 = """
 ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE jobs ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
@@ -212,6 +212,7 @@ CREATE TABLE queues (
     max_running INTEGER NOT NULL DEFAULT 0,
     paused      INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+INSERT INTO queues (name) SELECT 'default' WHERE EXISTS (SELECT 1 FROM jobs);
 """
 
 # Each entry brings the schema from version N-1 to N; append, never edit.
@@ -340,6 +341,8 @@ class Store:
                 _insert_rows(conn, verb, rows)
                 conn.execute("UPDATE job_counts SET n = n + ? WHERE state = 'pending'",
                              (conn.total_changes - before,))
+                conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
+                                 [(queue,) for queue in {j.queue for j in jobs}])
                 waiting = {job_id: j.after for job_id, j in reversed(list(zip(ids, jobs)))
                            if j.after and job_id not in existing}
                 if waiting:
@@ -516,22 +519,19 @@ class Store:
     def _scope(self, queues: Optional[list]) -> Optional[list]:
         """The queues a claim may take from: None for every queue (the fast path: nothing
         paused or full, every queue served), else the served queues not paused and not full."""
-        rows = self._conn.execute("SELECT name, max_running, paused FROM queues").fetchall()
+        rows = self._conn.execute(_SETTINGS).fetchall()
         if not rows and queues is None:
             return None
-        paused = {name: flag for name, _, flag in rows if flag}
+        paused = {name: flag for name, _, flag, _ in rows if flag}
         every = paused.pop(ALL_QUEUES, 0) == 1
-        limits = {name: n for name, n, _ in rows if n}
-        if queues is None and not every and 1 not in paused.values() and not limits:
+        full = {name for name, limit, _, running in rows if limit and running >= limit}
+        if queues is None and not every and 1 not in paused.values() and not full:
             return None
-        candidates = self._waiting_queues() if queues is None else queues
-        eligible = [q for q in candidates
-                    if paused.get(q, 0) != 1 and not (every and paused.get(q, 0) != -1)
-                    and not (q in limits and self._running(q) >= limits[q])]
+        candidates = queues if queues is not None else [
+            row[0] for row in self._conn.execute("SELECT name FROM queues WHERE name <> ?", (ALL_QUEUES,))]
+        eligible = [q for q in candidates if q not in full
+                    and paused.get(q, 0) != 1 and not (every and paused.get(q, 0) != -1)]
         return None if queues is None and len(eligible) == len(candidates) else eligible
-
-    def _waiting_queues(self) -> list:
-        return [row[0] for row in self._conn.execute(_WAITING_QUEUES)]
 
     def _running(self, queue: str) -> int:
         return self._conn.execute(_RUNNING_IN, (queue,)).fetchone()[0]
@@ -561,7 +561,9 @@ class Store:
         """Start no new run from these queues (None: from any queue, including queues to come)."""
         with self._write() as conn:
             if queues is None:
+                paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused <> 0")]
                 conn.execute("UPDATE queues SET paused = 0")
+                self._prune(paused)
                 queues = [ALL_QUEUES]
             for queue in queues:
                 self._set(queue, "paused", 1)
@@ -571,17 +573,24 @@ class Store:
         queue resumed by name runs despite it."""
         with self._write() as conn:
             if queues is None:
+                paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused <> 0")]
                 conn.execute("UPDATE queues SET paused = 0")
+                self._prune(paused)
             else:
                 every = conn.execute("SELECT 1 FROM queues WHERE name = ? AND paused = 1", (ALL_QUEUES,)).fetchone()
                 for queue in queues:
                     self._set(queue, "paused", -1 if every else 0)
-            conn.execute("DELETE FROM queues WHERE max_running = 0 AND paused = 0")
 
     def _set(self, queue: str, column: str, value: int) -> None:
         self._conn.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (queue,))
         self._conn.execute(f"UPDATE queues SET {column} = ? WHERE name = ?", (value, queue))
-        self._conn.execute("DELETE FROM queues WHERE name = ? AND max_running = 0 AND paused = 0", (queue,))
+        self._prune([queue])
+
+    def _prune(self, queues: Iterable) -> None:
+        """Forget these queues where they have neither jobs nor settings any more."""
+        self._conn.executemany(
+            "DELETE FROM queues WHERE name = ? AND max_running = 0 AND paused = 0"
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE queue = queues.name)", [(q,) for q in queues])
 
     def pauses(self) -> dict:
         """What is paused: `all` (a pause of every queue), `queues` paused by name, and
@@ -597,7 +606,7 @@ class Store:
         for queue, state, n in self._conn.execute("SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"):
             counts.setdefault(queue, dict.fromkeys(STATES, 0))[state] = n
         settings = {name: (limit, flag) for name, limit, flag in self._conn.execute(
-            "SELECT name, max_running, paused FROM queues")}
+            "SELECT name, max_running, paused FROM queues WHERE max_running <> 0 OR paused <> 0")}
         every = settings.pop(ALL_QUEUES, (0, 0))[1] == 1
         return [QueueInfo(name, counts.get(name, dict.fromkeys(STATES, 0)), settings.get(name, (0, 0))[0] or None,
                           settings.get(name, (0, 0))[1] == 1 or (every and settings.get(name, (0, 0))[1] != -1))
@@ -621,7 +630,11 @@ class Store:
                 if child not in named:
                     raise Conflict(f"job {child} waits for {parent}; delete it too, or first let it finish")
             self._unlink("id = ?", [(i,) for i in ids], [(i,) for i in ids if states[i] == COMPLETED])
+            queues = {row[0] for start in range(0, len(ids), 500) for row in conn.execute(
+                f"SELECT DISTINCT queue FROM jobs WHERE id IN ({','.join('?' * len(ids[start:start + 500]))})",
+                ids[start:start + 500])}
             conn.executemany("DELETE FROM jobs WHERE id = ? AND state <> 'processing'", [(i,) for i in ids])
+            self._prune(queues)
 
     def _waiters(self, ids: list) -> list:
         """(parent, child) for each unfinished job that waits for one of `ids`."""
@@ -651,7 +664,9 @@ class Store:
         with self._write() as conn:
             ids = [r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE {where}", params)]
             self._unlink(where, [params], [params] if state == COMPLETED else [])
+            queues = [r[0] for r in conn.execute(f"SELECT DISTINCT queue FROM jobs WHERE {where}", params)]
             conn.execute(f"DELETE FROM jobs WHERE {where}", params)
+            self._prune(queues)
         return ids
 
     def requeue_dead(self, ids: Optional[list], now: float) -> list:

@@ -102,6 +102,7 @@ def test_a_version_3_database_is_migrated_to_queues_and_dependencies(db_path):
         assert [q.name for q in store.queues()] == ["default"]
         store.insert([new("child", after=["done"]), new("grandchild", after=["waiting"])], NOW)
         assert claimed(store, ["default"]) == "waiting"  # the per-queue indexes hold old jobs too
+        store.pause(["elsewhere"])  # a claim that picks among queues knows the old jobs' queue
         assert claimed(store) == "retry"
         assert claimed(store) == "child"  # its parent had completed before the migration
         assert claimed(store) is None
@@ -144,7 +145,8 @@ def test_pause_of_every_queue_covers_queues_to_come_and_yields_to_a_resume_by_na
     store.resume(None)  # lifts every pause
     assert store.pauses() == {"all": False, "queues": [], "resumed": []}
     assert claimed(store) == "a1"
-    assert store._conn.execute("SELECT count(*) FROM queues").fetchone()[0] == 0  # no leftover rows
+    assert store._conn.execute("SELECT name, max_running, paused FROM queues").fetchall() == \
+        [("a", 0, 0), ("b", 0, 0)]  # no leftover settings; the rows name the queues that have jobs
 
 
 def test_a_limit_counts_processing_jobs_across_workers(store):
@@ -312,3 +314,18 @@ def test_states_keep_their_counts_through_cascades(store):
     counted = dict(store._conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
     assert store.counts()[PENDING] == counted[PENDING] == 3
     assert store.counts()[DEAD] == 0 and store.counts()[FAILED] == 0
+
+
+def test_a_queue_is_forgotten_once_it_has_neither_jobs_nor_settings(store):
+    add(store, new("a1", "a"), new("b1", "b"))
+    run(store, "a1")
+    store.pause(["b"])
+    assert claimed(store) is None  # a is known (completed job), b paused
+    store.purge(COMPLETED, None)
+    store.delete(["b1"])
+    assert [q.name for q in store.queues()] == ["b"]  # its pause remains
+    store.resume(None)
+    assert store.queues() == [] and store._conn.execute("SELECT count(*) FROM queues").fetchone()[0] == 0
+    add(store, new("a2", "a"))
+    store.pause(["b"])
+    assert claimed(store) == "a2"
