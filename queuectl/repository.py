@@ -74,9 +74,9 @@ BELOW_ANY_PRIORITY = -(2**63)  # SQLite's smallest integer; enqueue allows -1e9 
 PRIORITY_STEPS = 8
 # Settings in force, and how many jobs a limited queue runs now (one query in the claim).
 _SETTINGS = ("SELECT name, max_running, paused, CASE WHEN max_running > 0 THEN (SELECT count(*) FROM jobs"
-             " INDEXED BY jobs_running WHERE state = 'processing' AND queue = name) END"
+             " INDEXED BY jobs_state_recent WHERE state = 'processing' AND queue = name) END"
              " FROM queues WHERE max_running <> 0 OR paused <> 0")
-_RUNNING_IN = "SELECT count(*) FROM jobs INDEXED BY jobs_running WHERE state = 'processing' AND queue = ?"
+_RUNNING_IN = "SELECT count(*) FROM jobs INDEXED BY jobs_state_recent WHERE state = 'processing' AND queue = ?"
 _FAILED_IN = "SELECT 1 FROM jobs INDEXED BY jobs_failed_q WHERE state = 'failed' AND blocked = 0 AND queue = ? LIMIT 1"
 
 _SCHEMA_V1 = """
@@ -181,7 +181,9 @@ ALTER TABLE workers ADD COLUMN home TEXT NOT NULL DEFAULT '';
 #   completed. A blocked job is in no claim index, so waiting jobs cost a claim nothing; the
 #   parent's mark_completed decrements its children in the same transaction.
 # - Per-queue claim indexes serve claims restricted to some queues (worker start --queue, pauses,
-#   full limits); jobs_running counts a limited queue's processing jobs inside the claim.
+#   full limits). A limited queue's processing jobs are counted inside the claim through
+#   jobs_state_recent: as many rows as jobs run now, at most the live workers (an index of
+#   their own cost every claim and every finish a page write: 8% of the claim-record cycle).
 # - job_deps names the parent by id, so a child still says what it waited for once its parent
 #   is deleted (a parent deleted before completing then keeps it dead).
 # - queues has a row for every queue that has jobs or settings (so a claim that must pick among
@@ -198,7 +200,6 @@ CREATE INDEX jobs_pending ON jobs (priority, run_at) WHERE state = 'pending' AND
 CREATE INDEX jobs_failed ON jobs (priority, run_at) WHERE state = 'failed' AND blocked = 0;
 CREATE INDEX jobs_pending_q ON jobs (queue, priority, run_at) WHERE state = 'pending' AND blocked = 0;
 CREATE INDEX jobs_failed_q ON jobs (queue, priority, run_at) WHERE state = 'failed' AND blocked = 0;
-CREATE INDEX jobs_running ON jobs (queue) WHERE state = 'processing';
 -- `list --state pending|failed` shows the blocked jobs after the claimable ones, from this.
 CREATE INDEX jobs_blocked ON jobs (state, priority, run_at) WHERE blocked > 0;
 CREATE TABLE job_deps (
@@ -337,16 +338,22 @@ class Store:
         try:
             with self._write() as conn:
                 existing = self._existing_ids(given) if if_absent else set()
+                waiting: dict = {}
+                for job_id, after in [(job_id, j.after) for job_id, j in zip(ids, jobs) if j.after]:
+                    if job_id not in existing:
+                        waiting.setdefault(job_id, after)
+                batch = set(ids) - existing
+                # Resolved before the batch is in: a prefix names a job stored before, never one of the batch.
+                stored = {token: self._resolve_after(token)
+                          for token in {t for after in waiting.values() for t in after} - batch}
                 before = conn.total_changes
                 _insert_rows(conn, verb, rows)
                 conn.execute("UPDATE job_counts SET n = n + ? WHERE state = 'pending'",
                              (conn.total_changes - before,))
                 conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
                                  [(queue,) for queue in {j.queue for j in jobs}])
-                waiting = {job_id: j.after for job_id, j in reversed(list(zip(ids, jobs)))
-                           if j.after and job_id not in existing}
                 if waiting:
-                    self._link(waiting, set(ids) - existing, now)
+                    self._link(waiting, batch, stored, now)
         except sqlite3.IntegrityError:
             # Looked up after the rollback, so ids inserted earlier in this batch are not named.
             taken = sorted(self._existing_ids(given))
@@ -359,13 +366,13 @@ class Store:
     def _existing_ids(self, ids: list) -> set:
         return set(self.states_of(ids))
 
-    def _link(self, waiting: dict, batch: set, now: float) -> None:
-        """Record what each new job waits for (`waiting`: id -> after) and how many of those
-        have not completed. A job that waits for a dead job is dead at once, with its waiters."""
+    def _link(self, waiting: dict, batch: set, stored: dict, now: float) -> None:
+        """Record what each new job waits for (`waiting`: id -> after; `stored`: the full id of
+        each token naming a stored job) and how many of those have not completed. A job that
+        waits for a dead job is dead at once, with its waiters."""
         doomed = []
         for job_id, after in waiting.items():
-            parents = list(dict.fromkeys(token if token in batch else self._resolve_after(token)
-                                         for token in after))
+            parents = list(dict.fromkeys(token if token in batch else stored[token] for token in after))
             states = self.states_of([p for p in parents if p not in batch])
             seq = self._conn.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
             self._conn.executemany("INSERT INTO job_deps (child, parent) VALUES (?, ?)",

@@ -211,6 +211,15 @@ def test_a_prefix_names_a_stored_parent_and_a_batch_parent_is_exact(store):
     assert store.get("then").after == ("build-7f3a", "first")
 
 
+def test_a_prefix_never_names_a_job_of_its_own_batch(store):
+    """`enqueue --id abc --after ab` with no stored `ab...`: unknown, not a job waiting for itself."""
+    with pytest.raises(NotFound, match="'ab'"):
+        add(store, new("abc", after=["ab"]))
+    with pytest.raises(NotFound, match="'fir'"):
+        add(store, new("first"), new("then", after=["fir"]))
+    assert store.counts()[PENDING] == 0
+
+
 def test_death_cascades_down_the_chain_with_attempts_unchanged(store):
     add(store, new("a"), new("b", after=["a"]), new("c", after=["b"]), new("other"))
     run(store, "a", ok=False)
