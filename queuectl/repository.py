@@ -623,7 +623,7 @@ class Store:
 
     def delete(self, ids: list) -> None:
         """Remove jobs that are not processing and that no unfinished job waits for (unless it
-        is removed too); all or none."""
+        is removed too; a completed job is waited for no more); all or none."""
         with self._write() as conn:
             states = self.states_of(ids)
             busy = [job_id for job_id in ids if states.get(job_id) == PROCESSING]
@@ -633,7 +633,7 @@ class Store:
             if missing:
                 raise NotFound(f"no job with id {missing[0]!r}")
             named = set(ids)
-            for parent, child in self._waiters(ids):
+            for parent, child in self._waiters([i for i in ids if states[i] != COMPLETED]):
                 if child not in named:
                     raise Conflict(f"job {child} waits for {parent}; delete it too, or first let it finish")
             self._unlink("id = ?", [(i,) for i in ids], [(i,) for i in ids if states[i] == COMPLETED])
