@@ -278,11 +278,11 @@ def test_delete_refuses_a_job_that_unfinished_jobs_wait_for_unless_they_go_too(s
     assert store.get("a") is not None
     store.delete(["a", "b"])
     assert store.counts()[PENDING] == 0
+    assert store._conn.execute("SELECT count(*) FROM job_deps").fetchone()[0] == 0
     add(store, new("done"), new("other"), new("c", after=["done", "other"]))
     run(store, "done")
     store.delete(["done"])  # completed: c waits for it no more
     assert store.get("c").after == ("other",) and store.waiting_for("c") == [("other", PENDING)]
-    assert store._conn.execute("SELECT count(*) FROM job_deps").fetchone()[0] == 0
 
 
 def test_a_parent_deleted_unfinished_keeps_its_dead_waiter_dead_and_a_purged_completed_one_does_not(store):
