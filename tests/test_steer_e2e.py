@@ -103,3 +103,13 @@ def test_burst_quits_leaving_paused_and_unserved_queues_alone(home, workdir):
     assert states(home, "held1", "other1", "mine1") == ["pending", "pending", "completed"]
     ok(home, "worker", "start", "--burst")
     assert states(home, "held1", "other1") == ["pending", "completed"]
+
+
+@pytest.mark.timeout(120)
+def test_a_detached_pool_serves_only_its_queues(home, workdir, pools):
+    pools.start(1, "--queue", "fast")
+    ok(home, "enqueue", "--id", "slow1", "--queue", "slow", "true", cwd=workdir)
+    for probe in ("fast1", "fast2"):
+        ok(home, "enqueue", "--id", probe, "--queue", "fast", "true", cwd=workdir)
+        wait_until(lambda: states(home, probe) == ["completed"], timeout=60, what=f"{probe} to run")
+    assert states(home, "slow1") == ["pending"]
