@@ -524,17 +524,17 @@ def m6_read_big(cfg: Config, scratch: Scratch, big_db: dict) -> list:
     return rows
 
 
-def _claim_cost(db: str, claims: int) -> float:
+def _claim_cost(db: str, claims: int, queues: Optional[list] = None) -> float:
     """Per-claim seconds of Store.claim_next, as a worker opens the store."""
     from queuectl.repository import Store
 
     store = Store.open(db, durable=False)
     try:
         for _ in range(10):  # warm the page cache and statement cache
-            store.claim_next("bench-worker", time.time())
+            store.claim_next("bench-worker", time.time(), queues)
         started = time.perf_counter()
         for _ in range(claims):
-            if store.claim_next("bench-worker", time.time()) is None:
+            if store.claim_next("bench-worker", time.time(), queues) is None:
                 raise BenchError("claim_next found no job")
         return (time.perf_counter() - started) / claims
     finally:
@@ -577,6 +577,92 @@ def m7_claim(cfg: Config, scratch: Scratch, big_db: dict) -> list:
     rows.append(Row(f"7'. (extra) claim_next, {ahead:,} delayed jobs of priority -1 ahead", costs, theirs, ratio,
                     "≤ 1.20× (flat)", ratio <= 1.20, fmt_us, "baseline: 7's at 1,000 rows"))
     return rows
+
+
+def _steer_db(home: str, jobs: list, limits: Optional[dict] = None) -> str:
+    """A queue home holding `jobs` (NewJobs, inserted in batches as enqueue does) and limits."""
+    from queuectl.home import QueueHome
+    from queuectl.repository import Store
+
+    queue_home = QueueHome(home).ensure()
+    store = Store.open(queue_home.db_path)
+    try:
+        for begin in range(0, len(jobs), 100_000):
+            store.insert(jobs[begin:begin + 100_000], time.time())
+        for name, limit in (limits or {}).items():
+            store.set_limit(name, limit)
+    finally:
+        store.close()
+    return queue_home.db_path
+
+
+def m8_steer_claim(cfg: Config, scratch: Scratch) -> list:
+    """The claim with steering in play, each beside the plain claim (1,000 due jobs, one queue)."""
+    from queuectl.models import NewJob
+
+    now, cwd, due = time.time(), scratch.new("steer-cwd"), 1000
+    waiting = cfg.big_rows // 10  # 100,000 in full mode
+    enough = cfg.claim_runs * (cfg.claims + 10) + 10  # each measured db serves every run's claims
+
+    def plain(job_id: str, queue: str = "default", **fields) -> NewJob:
+        return NewJob(job_id, "true", 3, fields.get("priority", 0), None, fields.get("run_at", now), cwd, queue,
+                      tuple(fields.get("after", ())))
+
+    def small() -> float:
+        db = _steer_db(fresh_home(scratch, "steer-plain"), [plain(f"j{i}") for i in range(due)])
+        return _claim_cost(db, cfg.claims) * 1e6
+
+    blocked_db = _steer_db(fresh_home(scratch, "steer-blocked"), [
+        plain("root", run_at=now + 86400), *(plain(f"w{i}", after=["root"], priority=-1) for i in range(waiting)),
+        *(plain(f"d{i}") for i in range(enough))])
+    queues_db = _steer_db(fresh_home(scratch, "steer-queues"), [
+        plain(f"q{q}-{i}", f"q{q:02}", priority=-1 if q != 37 else 0) for q in range(50)
+        for i in range(enough if q == 37 else due)])
+    full_db = _steer_db(fresh_home(scratch, "steer-full"), [
+        *(plain(f"f{i}", "full", priority=-1) for i in range(10 * due)), *(plain(f"free{i}", "free") for i in range(enough))],
+        limits={"full": 1})
+    _claim_cost(full_db, 1)  # one full job processing: the queue is at its limit from now on
+    cases = [
+        (f"8a. claim_next, {waiting:,} jobs waiting on an unfinished parent (µs/claim)",
+         lambda: _claim_cost(blocked_db, cfg.claims) * 1e6, "the waiting jobs have a better priority"),
+        ("8b. claim_next, 50 queues, the worker serves one (µs/claim)",
+         lambda: _claim_cost(queues_db, cfg.claims, ["q37"]) * 1e6, "49 x 1,000 jobs of better priority elsewhere"),
+        ("8c. claim_next, a full limited queue ahead of a free one (µs/claim)",
+         lambda: _claim_cost(full_db, cfg.claims) * 1e6, f"{10 * due:,} jobs of better priority in the full queue"),
+    ]
+    rows = []
+    for label, ours, note in cases:
+        mine, theirs = alternate(cfg.claim_runs, ours, small)
+        ratio = paired_ratio(mine, theirs)
+        rows.append(Row(label, mine, theirs, ratio, "≤ 1.20×", ratio <= 1.20, fmt_us,
+                        f"baseline: the plain claim, {due:,} due jobs in one queue; {note}"))
+    return rows
+
+
+def m9_drain_before_after(cfg: Config, scratch: Scratch) -> list:
+    """Drain 2,000 `true` jobs with this checkout and with another (BASE_QUEUECTL), in turns."""
+    if not BASE_QUEUECTL:
+        raise BenchError("needs --base-queuectl PATH (the console script of the checkout to compare with)")
+    n = cfg.drain_jobs
+    where = scratch.new("drain9-input")
+    jobs = write(os.path.join(where, "jobs.jsonl"), "".join('{"command": "true"}\n' for _ in range(n)))
+
+    def drain(script: str) -> float:
+        home = fresh_home(scratch, "drain9")
+        cwd = os.path.dirname(home)
+        run([script, "--home", home, "enqueue", "--file", jobs], cwd)
+        try:
+            seconds = timed([script, "--home", home, "worker", "start", "--count", "2", "--burst"], cwd, timeout=600)
+        finally:
+            run([script, "--home", home, "worker", "stop", "--force", "--timeout", "10"], cwd, check=False)
+        if json.loads(run([script, "--home", home, "status", "--json"], cwd).stdout)["completed"] != n:
+            raise BenchError("drain9: not every job completed")
+        return n / seconds
+
+    mine, theirs = alternate(cfg.drain_runs, lambda: drain(QUEUECTL), lambda: drain(BASE_QUEUECTL))
+    ratio = paired_ratio(mine, theirs)
+    return [Row(f"9. drain {n:,} `true` jobs, 2 workers, after/before (jobs/s)", mine, theirs, ratio,
+                "≥ 0.97× (no slower)", ratio >= 0.97, fmt_rate, f"baseline: {BASE_QUEUECTL}")]
 
 
 def warm_up(scratch: Scratch) -> None:
@@ -701,7 +787,10 @@ MEASURES = {
     5: ("idle CPU", m5_idle_cpu),
     6: ("status/list at size", m6_read_big),
     7: ("claim cost at size", m7_claim),
+    8: ("claim cost with steering", m8_steer_claim),
+    9: ("drain before/after", m9_drain_before_after),
 }
+BASE_QUEUECTL: Optional[str] = None  # --base-queuectl
 
 
 def main() -> int:
@@ -710,13 +799,18 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated measure numbers, e.g. 1,4")
     parser.add_argument("--json", metavar="PATH", help="also write every sample to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    parser.add_argument("--base-queuectl", metavar="PATH",
+                        help="measure 9: the console script of another checkout (e.g. main's) to drain beside")
     args = parser.parse_args()
+    global BASE_QUEUECTL
+    BASE_QUEUECTL = args.base_queuectl
     if not os.access(QUEUECTL, os.X_OK):
         print(f"no queuectl console script at {QUEUECTL}: install queuectl into this Python's venv",
               file=sys.stderr)
         return 2
     cfg = QUICK if args.quick else FULL
-    chosen = sorted(int(x) for x in args.only.split(",")) if args.only else sorted(MEASURES)
+    chosen = (sorted(int(x) for x in args.only.split(",")) if args.only
+              else sorted(m for m in MEASURES if m != 9 or BASE_QUEUECTL))
     scratch = Scratch(args.keep)
     ENV.pop("PYTHONDONTWRITEBYTECODE", None)
     ENV["PYTHONPYCACHEPREFIX"] = scratch.new("pycache")

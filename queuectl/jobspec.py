@@ -6,13 +6,16 @@ import os
 import re
 from typing import NamedTuple, Optional
 
+from .deps import check_batch
 from .errors import BadInput
-from .models import PENDING, NewJob
+from .models import DEFAULT_QUEUE, PENDING, NewJob
 from .timeutil import MAX_DURATION, parse_duration, parse_iso
 
 ID_RULE = "1-128 characters of A-Z a-z 0-9 _ . - : @, not starting with . or -"
 _ID = re.compile(r"[A-Za-z0-9_:@][A-Za-z0-9_.:@-]{0,127}")
-JOB_KEYS = ("id", "command", "max_retries", "priority", "delay", "run_at", "timeout", "cwd")
+JOB_KEYS = ("id", "command", "queue", "after", "max_retries", "priority", "delay", "run_at", "timeout", "cwd")
+QUEUE_RULE = "1-64 characters of A-Z a-z 0-9 _ . - : @, not starting with . or -"
+MAX_AFTER = 1000
 # Keys of the full job form, accepted only with the values a new job has, so that a job
 # printed by `show --json` can be enqueued again.
 INITIAL_VALUES = {"state": (PENDING,), "attempts": (0,), "exit_code": (None,), "last_error": (None,)}
@@ -38,6 +41,26 @@ def validate_id(value: object) -> str:
         shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "..."
         raise BadInput(f"invalid job id {shown!r}: use {ID_RULE}")
     return value
+
+
+def validate_queue(value: object) -> str:
+    if not isinstance(value, str) or len(value) > 64 or not _ID.fullmatch(value):
+        shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "..."
+        raise BadInput(f"invalid queue name {shown!r}: use {QUEUE_RULE}")
+    return value
+
+
+def _after(value: object, job_id: Optional[str]) -> tuple:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise BadInput(f"invalid after {value!r}: must be a list of job ids")
+    if len(value) > MAX_AFTER:
+        raise BadInput(f"a job can wait for at most {MAX_AFTER} jobs")
+    after = tuple(dict.fromkeys(validate_id(item) for item in value))
+    if job_id is not None and job_id in after:
+        raise BadInput(f"job {job_id} waits for itself")
+    return after
 
 
 def _whole(value: object, name: str, low: int, high: int) -> int:
@@ -130,8 +153,11 @@ def build(fields: dict, defaults: Defaults) -> NewJob:
     max_retries = fields.get("max_retries")
     priority = fields.get("priority")
     cwd = fields.get("cwd")
+    queue = fields.get("queue")
+    after = fields.get("after")
+    job_id = None if job_id is None else validate_id(job_id)
     return NewJob(
-        None if job_id is None else validate_id(job_id),
+        job_id,
         _command(command),
         defaults.max_retries if max_retries is None else _whole(max_retries, "max_retries", 0, MAX_RETRIES),
         0 if priority is None else _whole(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY),
@@ -139,6 +165,8 @@ def build(fields: dict, defaults: Defaults) -> NewJob:
         defaults.now if fields.get("delay") is None and fields.get("run_at") is None
         else _run_at(fields, defaults.now),
         defaults.cwd if cwd is None else _cwd(cwd),
+        DEFAULT_QUEUE if queue is None else validate_queue(queue),
+        () if after is None else _after(after, job_id),
     )
 
 
@@ -281,7 +309,7 @@ def build_many(entries: Entries, overrides: dict, defaults: Defaults) -> list:
         for number, obj in entries.numbered:
             if plain and len(obj) == 1 and "command" in obj:  # the usual JSON Lines job: a fast path
                 jobs.append(make(NewJob, (None, _command(obj["command"]), defaults.max_retries, 0,
-                                          defaults.timeout, defaults.now, defaults.cwd)))
+                                          defaults.timeout, defaults.now, defaults.cwd, DEFAULT_QUEUE, ())))
             else:
                 jobs.append(build({**obj, **overrides} if overrides else obj, defaults))
     except BadInput as exc:
@@ -387,4 +415,6 @@ def _collect_many(many_file: Optional[str], lines_file: Optional[str], overrides
         raise BadInput(f"--id cannot be used with {option}: each job takes its own id")
     source = "standard input" if path == "-" else path
     parse = parse_many if option == "--file" else parse_commands
-    return build_many(parse(read_text(path, option), source), overrides, defaults)
+    jobs = build_many(parse(read_text(path, option), source), overrides, defaults)
+    check_batch(jobs)
+    return jobs

@@ -16,7 +16,8 @@ FAILED = "failed"
 DEAD = "dead"
 STATES = (PENDING, PROCESSING, COMPLETED, FAILED, DEAD)
 FINISHED = (COMPLETED, DEAD)
-WAITING = (PENDING, FAILED)  # states a worker may claim from once run_at has come
+WAITING = (PENDING, FAILED)
+DEFAULT_QUEUE = "default"  # states a worker may claim from once run_at has come
 
 
 class Job(NamedTuple):
@@ -38,6 +39,8 @@ class Job(NamedTuple):
     last_error: Optional[str]
     worker_id: Optional[str]
     started_at: Optional[float]
+    queue: str = DEFAULT_QUEUE
+    after: tuple = ()  # the ids it waits for; filled in by the store's reads, not by the claim
 
     @classmethod
     def from_row(cls, row: tuple) -> "Job":
@@ -58,6 +61,8 @@ class Job(NamedTuple):
             "updated_at": iso(self.updated_at),
             "exit_code": self.exit_code,
             "last_error": self.last_error,
+            "queue": self.queue,
+            "after": list(self.after),
         }
 
 
@@ -71,6 +76,8 @@ class NewJob(NamedTuple):
     timeout: Optional[float]
     run_at: float
     cwd: str
+    queue: str = DEFAULT_QUEUE
+    after: tuple = ()  # ids (or unique prefixes of existing ids) it waits for
 
 
 class Outcome(NamedTuple):
@@ -109,3 +116,15 @@ class WorkerInfo(NamedTuple):
             "job": self.job_id,
             "job_since": iso(self.job_since),
         }
+
+
+class QueueInfo(NamedTuple):
+    """A named queue as `queues` shows it: its jobs per state, its limit (None: none), paused."""
+
+    name: str
+    counts: dict
+    limit: Optional[int]
+    paused: bool
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "counts": self.counts, "limit": self.limit, "paused": self.paused}

@@ -7,7 +7,7 @@ from typing import Callable, Iterator, Optional
 
 import click
 
-from .models import Job
+from .models import DEFAULT_QUEUE, Job
 from .timeutil import short_iso
 
 
@@ -60,7 +60,11 @@ def jobs_table(jobs: list) -> str:
          _clip(job.last_error, 40))
         for job in jobs
     ]
-    return table(rows, ["ID", "STATE", "TRIES", "PRI", "RUN AT (UTC)", "COMMAND", "LAST ERROR"])
+    headers = ["ID", "STATE", "TRIES", "PRI", "RUN AT (UTC)", "COMMAND", "LAST ERROR"]
+    if any(job.queue != DEFAULT_QUEUE for job in jobs):  # named queues in use: say which
+        rows = [(*row[:2], job.queue, *row[2:]) for row, job in zip(rows, jobs)]
+        headers[2:2] = ["QUEUE"]
+    return table(rows, headers)
 
 
 def dead_table(jobs: list) -> str:
@@ -74,6 +78,7 @@ def job_detail(job: Job, log_path: str, run_pid: Optional[int] = None) -> str:
     data = job.to_dict()
     data["attempts"] = f"{job.attempts} (up to {job.max_retries + 1} runs: max_retries {job.max_retries})"
     data["timeout"] = "none" if not job.timeout else f"{job.timeout:g}s"
+    data["after"] = ", ".join(job.after) or None
     data["log"] = log_path
     fields = list(data.items())
     if run_pid is not None:

@@ -11,11 +11,11 @@ import sqlite3
 import types
 from contextlib import contextmanager
 from itertools import chain
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 from .errors import Conflict, DatabaseDamaged, NotFound, StoreError
 from .home import create_private
-from .models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, Job, WorkerInfo
+from .models import COMPLETED, DEAD, FAILED, FINISHED, PENDING, PROCESSING, STATES, Job, QueueInfo, WorkerInfo
 
 # Callers catch these to report a database failure with its path, without importing sqlite3.
 # They are the transient ones (busy, locked, full, I/O): a damaged file raises DatabaseDamaged.
@@ -26,13 +26,25 @@ _DAMAGE_WORDS = ("disk image is malformed", "malformed database schema", "is not
 BUSY_TIMEOUT_SECONDS = 60.0
 JOB_COLUMNS = (
     "seq, id, command, state, attempts, max_retries, priority, timeout, run_at, cwd, "
-    "created_at, updated_at, exit_code, last_error, worker_id, started_at"
+    "created_at, updated_at, exit_code, last_error, worker_id, started_at, queue"
 )
 WAITING = ("pending", "failed")
-# Claim order within a waiting state is (priority, run_at, seq), which is exactly the order of
-# that state's partial index (schema v2): its rowid, seq, comes last. Queries name the index,
-# because SQLite's planner, without ANALYZE statistics, may prefer jobs_state_recent and sort.
-_BY_STATE = {state: f"FROM jobs INDEXED BY jobs_{state} WHERE state = '{state}'" for state in WAITING}
+ALL_QUEUES = "*"  # the queues row of `pause` with no name: not a valid queue name, so no clash
+
+
+class _ClaimSql(NamedTuple):
+    """The claim's queries over one family of partial indexes (schema v2, v4): every queue's,
+    or one queue's (`:queue`). Claim order within a waiting state is (priority, run_at, seq),
+    exactly the index's order (its rowid, seq, comes last). Queries name the index, because
+    SQLite's planner, without ANALYZE statistics, may prefer jobs_state_recent and sort. Jobs
+    waiting on an unfinished parent (blocked > 0) are in no claim index: they cost nothing."""
+
+    next_priority: str
+    due_at_priority: str
+    first_at_priority: str
+    due_after: str
+    first_after: str
+    by_state: dict
 
 
 def _best(selects: list, order: str) -> str:
@@ -41,23 +53,37 @@ def _best(selects: list, order: str) -> str:
     return " UNION ALL ".join(f"SELECT * FROM ({sql})" for sql in selects) + f" ORDER BY {order} LIMIT 1"
 
 
-# The claim walks the distinct waiting priorities, best first, and takes the head of the first
-# that has a due job: a few index seeks, however many not-yet-due jobs sit at better priorities.
-_NEXT_PRIORITY = "SELECT min(p) FROM (" + " UNION ALL ".join(
-    f"SELECT min(priority) AS p {where} AND priority > :after" for where in _BY_STATE.values()) + ")"
-_DUE_AT_PRIORITY = _best([
-    f"SELECT {JOB_COLUMNS} {where} AND priority = :priority AND run_at <= :now ORDER BY run_at, seq LIMIT 1"
-    for where in _BY_STATE.values()], "run_at, seq")
-_FIRST_AT_PRIORITY = "SELECT min(t) FROM (" + " UNION ALL ".join(
-    f"SELECT min(run_at) AS t {where} AND priority = :priority" for where in _BY_STATE.values()) + ")"
+def _claim_sql(per_queue: bool) -> _ClaimSql:
+    """The claim walks the distinct waiting priorities, best first, and takes the head of the
+    first that has a due job: a few index seeks, however many not-yet-due jobs sit at better
+    priorities. After PRIORITY_STEPS priorities with nothing due, one range scan over the rest."""
+    index, only = ("_q", " AND queue = :queue") if per_queue else ("", "")
+    wheres = [f"FROM jobs INDEXED BY jobs_{s}{index} WHERE state = '{s}' AND blocked = 0{only}" for s in WAITING]
+    smallest = lambda what, cond: "SELECT min(v) FROM (" + " UNION ALL ".join(  # noqa: E731
+        f"SELECT min({what}) AS v {where} AND {cond}" for where in wheres) + ")"
+    return _ClaimSql(
+        next_priority=smallest("priority", "priority > :after"),
+        due_at_priority=_best([f"SELECT {JOB_COLUMNS} {where} AND priority = :priority AND run_at <= :now"
+                               " ORDER BY run_at, seq LIMIT 1" for where in wheres], "run_at, seq"),
+        first_at_priority=smallest("run_at", "priority = :priority"),
+        due_after=_best([f"SELECT {JOB_COLUMNS} {where} AND priority > :after AND run_at <= :now"
+                         " ORDER BY priority, run_at, seq LIMIT 1" for where in wheres], "priority, run_at, seq"),
+        first_after=smallest("run_at", "priority > :after"),
+        by_state=dict(zip(WAITING, wheres)),
+    )
+
+
+_EVERY_QUEUE = _claim_sql(per_queue=False)
+_ONE_QUEUE = _claim_sql(per_queue=True)
+_BY_STATE = _EVERY_QUEUE.by_state
 BELOW_ANY_PRIORITY = -(2**63)  # SQLite's smallest integer; enqueue allows -1e9 to 1e9
-# After PRIORITY_STEPS priorities with nothing due, one range scan over the rest instead.
 PRIORITY_STEPS = 8
-_DUE_AFTER = _best([
-    f"SELECT {JOB_COLUMNS} {where} AND priority > :after AND run_at <= :now"
-    " ORDER BY priority, run_at, seq LIMIT 1" for where in _BY_STATE.values()], "priority, run_at, seq")
-_FIRST_AFTER = "SELECT min(t) FROM (" + " UNION ALL ".join(
-    f"SELECT min(run_at) AS t {where} AND priority > :after" for where in _BY_STATE.values()) + ")"
+# Settings in force, and how many jobs a limited queue runs now (one query in the claim).
+_SETTINGS = ("SELECT name, max_running, paused, CASE WHEN max_running > 0 THEN (SELECT count(*) FROM jobs"
+             " INDEXED BY jobs_state_recent WHERE state = 'processing' AND queue = name) END"
+             " FROM queues WHERE max_running <> 0 OR paused <> 0")
+_RUNNING_IN = "SELECT count(*) FROM jobs INDEXED BY jobs_state_recent WHERE state = 'processing' AND queue = ?"
+_FAILED_IN = "SELECT 1 FROM jobs INDEXED BY jobs_failed_q WHERE state = 'failed' AND blocked = 0 AND queue = ? LIMIT 1"
 
 _SCHEMA_V1 = """
 CREATE TABLE jobs (
@@ -156,9 +182,54 @@ _SCHEMA_V3 = """
 ALTER TABLE workers ADD COLUMN home TEXT NOT NULL DEFAULT '';
 """
 
+# v4: named queues, their limits and pauses, and dependencies (issue 11).
+# - `queue` names a job's queue; `blocked` counts the jobs it waits for (job_deps) that have not
+#   completed. A blocked job is in no claim index, so waiting jobs cost a claim nothing; the
+#   parent's mark_completed decrements its children in the same transaction.
+# - Per-queue claim indexes serve claims restricted to some queues (worker start --queue, pauses,
+#   full limits). A limited queue's processing jobs are counted inside the claim through
+#   jobs_state_recent: as many rows as jobs run now, at most the live workers (an index of
+#   their own cost every claim and every finish a page write: 8% of the claim-record cycle).
+# - job_deps names the parent by id, so a child still says what it waited for once its parent
+#   is deleted (a parent deleted before completing then keeps it dead).
+# - queues has a row for every queue that has jobs or settings (so a claim that must pick among
+#   queues reads their names from it, not from a scan of the jobs), with its settings:
+#   max_running (0 = no limit) and paused (1 paused, -1 runs despite a pause of every queue,
+#   0 neither); the row named '*' is `pause` with no name. Store.insert adds the rows of new
+#   queues; a row goes when its queue has neither jobs nor settings (_prune).
+_SCHEMA_V4 = """
+ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
+DROP INDEX jobs_pending;
+DROP INDEX jobs_failed;
+CREATE INDEX jobs_pending ON jobs (priority, run_at) WHERE state = 'pending' AND blocked = 0;
+CREATE INDEX jobs_failed ON jobs (priority, run_at) WHERE state = 'failed' AND blocked = 0;
+CREATE INDEX jobs_pending_q ON jobs (queue, priority, run_at) WHERE state = 'pending' AND blocked = 0;
+CREATE INDEX jobs_failed_q ON jobs (queue, priority, run_at) WHERE state = 'failed' AND blocked = 0;
+-- `list --state pending|failed` shows the blocked jobs after the claimable ones, from this.
+CREATE INDEX jobs_blocked ON jobs (state, priority, run_at) WHERE blocked > 0;
+CREATE TABLE job_deps (
+    child  INTEGER NOT NULL,  -- jobs.seq of the job that waits
+    parent TEXT NOT NULL,     -- jobs.id of the job it waits for
+    PRIMARY KEY (child, parent)
+) WITHOUT ROWID;
+CREATE INDEX job_deps_parent ON job_deps (parent);
+CREATE TABLE queues (
+    name        TEXT PRIMARY KEY,
+    max_running INTEGER NOT NULL DEFAULT 0,
+    paused      INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO queues (name) SELECT 'default' WHERE EXISTS (SELECT 1 FROM jobs);
+"""
+
 # Each entry brings the schema from version N-1 to N; append, never edit.
-MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def dependency_dead(job_id: str) -> str:
+    """The last_error of a job that died because `job_id`, which it waits for, is dead."""
+    return f"dependency {job_id} is dead"
 
 
 def new_job_ids(count: int) -> list:
@@ -294,7 +365,7 @@ class Store:
         return self._write()
 
     def _select(self, sql: str, params: Iterable = ()) -> list:
-        return [Job.from_row(row) for row in self._conn.execute(sql, tuple(params))]
+        return [Job.from_row(row) for row in self._conn.execute(sql, params if isinstance(params, dict) else tuple(params))]
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -311,17 +382,29 @@ class Store:
         if not if_absent and len(set(given)) < len(given):
             _refuse_repeats(given)
         rows = [
-            (job_id, j.command, PENDING, j.max_retries, j.priority, j.timeout, j.run_at, j.cwd, now, now)
+            (job_id, j.command, PENDING, j.max_retries, j.priority, j.timeout, j.run_at, j.cwd, now, now, j.queue)
             for job_id, j in zip(ids, jobs)
         ]
         verb = "INSERT OR IGNORE" if if_absent else "INSERT"
         try:
             with self._write() as conn:
                 existing = self._existing_ids(given) if if_absent else set()
+                waiting: dict = {}
+                for job_id, after in [(job_id, j.after) for job_id, j in zip(ids, jobs) if j.after]:
+                    if job_id not in existing:
+                        waiting.setdefault(job_id, after)
+                batch = set(ids) - existing
+                # Resolved before the batch is in: a prefix names a job stored before, never one of the batch.
+                stored = {token: self._resolve_after(token)
+                          for token in {t for after in waiting.values() for t in after} - batch}
                 before = conn.total_changes
                 _insert_rows(conn, verb, rows, progress)
                 conn.execute("UPDATE job_counts SET n = n + ? WHERE state = 'pending'",
                              (conn.total_changes - before,))
+                conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
+                                 [(queue,) for queue in {j.queue for j in jobs}])
+                if waiting:
+                    self._link(waiting, batch, stored, now)
         except sqlite3.IntegrityError:
             # Looked up after the rollback, so ids inserted earlier in this batch are not named.
             taken = sorted(self._existing_ids(given))
@@ -332,18 +415,57 @@ class Store:
         return list(dict.fromkeys(job_id for job_id in ids if job_id not in existing))
 
     def _existing_ids(self, ids: list) -> set:
-        found = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self._conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk))
-        return found
+        return set(self.states_of(ids))
+
+    def _link(self, waiting: dict, batch: set, stored: dict, now: float) -> None:
+        """Record what each new job waits for (`waiting`: id -> after; `stored`: the full id of
+        each token naming a stored job) and how many of those have not completed. A job that
+        waits for a dead job is dead at once, with its waiters."""
+        doomed = []
+        for job_id, after in waiting.items():
+            parents = list(dict.fromkeys(token if token in batch else stored[token] for token in after))
+            states = self.states_of([p for p in parents if p not in batch])
+            seq = self._conn.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+            self._conn.executemany("INSERT INTO job_deps (child, parent) VALUES (?, ?)",
+                                   [(seq, parent) for parent in parents])
+            blocked = sum(1 for p in parents if p in batch or states[p] != COMPLETED)
+            self._conn.execute("UPDATE jobs SET blocked = ? WHERE seq = ?", (blocked, seq))
+            dead = [p for p in parents if p not in batch and states[p] == DEAD]
+            if dead:
+                doomed.append((job_id, dead[0]))
+        for job_id, parent in doomed:
+            self._bury([job_id], dependency_dead(parent), now)
+
+    def _resolve_after(self, token: str) -> str:
+        try:
+            return self.resolve(token)
+        except NotFound as exc:
+            raise NotFound(f"cannot wait for {token}: {exc}; nothing was enqueued") from None
 
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Optional[Job]:
-        rows = self._select(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        rows = self._with_after(self._select(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)))
         return rows[0] if rows else None
+
+    def _with_after(self, jobs: list) -> list:
+        """The jobs with their `after` (job_deps is not read by the claim or the worker)."""
+        after: dict = {}
+        for start in range(0, len(jobs), 500):
+            chunk = [job.seq for job in jobs[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for child, parent in self._conn.execute(
+                    f"SELECT child, parent FROM job_deps WHERE child IN ({marks})", chunk):
+                after.setdefault(child, []).append(parent)
+        return [job._replace(after=tuple(after[job.seq])) if job.seq in after else job for job in jobs]
+
+    def waiting_for(self, job_id: str) -> list:
+        """(id, state) of each job `job_id` waits for that has not completed; state None if deleted."""
+        return self._conn.execute(
+            "SELECT d.parent, p.state FROM jobs c JOIN job_deps d ON d.child = c.seq"
+            " LEFT JOIN jobs p ON p.id = d.parent"
+            " WHERE c.id = ? AND (p.state IS NULL OR p.state <> 'completed') ORDER BY d.parent",
+            (job_id,)).fetchall()
 
     def resolve(self, token: str) -> str:
         """The full id for an id or a unique prefix of one (as git does with hashes)."""
@@ -363,18 +485,38 @@ class Store:
         counted = dict(self._conn.execute("SELECT state, n FROM job_counts"))
         return {state: counted.get(state, 0) for state in STATES}
 
-    def list_jobs(self, state: Optional[str], limit: Optional[int]) -> list:
+    def count(self, state: Optional[str], queue: Optional[str]) -> int:
+        """Jobs in `state` (None: any) of `queue` (None: any); O(1) without a queue."""
+        if queue is None:
+            counts = self.counts()
+            return counts[state] if state else sum(counts.values())
+        where, params = ("queue = ?", [queue]) if state is None else ("queue = ? AND state = ?", [queue, state])
+        return self._conn.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0]
+
+    def list_jobs(self, state: Optional[str], limit: Optional[int], queue: Optional[str] = None) -> list:
         """A page of jobs: claim order for pending/failed, newest first otherwise."""
-        if state in (PENDING, FAILED):
-            where, order, params = _BY_STATE[state], "ORDER BY priority, run_at, seq", []
-        elif state is not None:
-            where, order, params = "FROM jobs WHERE state = ?", "ORDER BY seq DESC", [state]
-        else:
-            where, order, params = "FROM jobs", "ORDER BY seq DESC", []
-        page = " LIMIT ?" if limit else ""
-        if limit:
-            params.append(limit)
-        return self._select(f"SELECT {JOB_COLUMNS} {where} {order}{page}", params)
+        if state in WAITING:
+            return self._with_after(self._list_waiting(state, limit, queue))
+        conditions = [sql for sql, value in (("state = :state", state), ("queue = :queue", queue)) if value]
+        where = " WHERE " + " AND ".join(conditions) if conditions else ""
+        page = " LIMIT :limit" if limit else ""
+        return self._with_after(self._select(
+            f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY seq DESC{page}",
+            {"state": state, "queue": queue, "limit": limit}))
+
+    def _list_waiting(self, state: str, limit: Optional[int], queue: Optional[str]) -> list:
+        """Claimable jobs in claim order (an index walk), then those that wait for unfinished jobs."""
+        sql = _EVERY_QUEUE if queue is None else _ONE_QUEUE
+        params = {"queue": queue, "limit": limit, "state": state}
+        page = " LIMIT :limit" if limit else ""
+        jobs = self._select(f"SELECT {JOB_COLUMNS} {sql.by_state[state]} ORDER BY priority, run_at, seq{page}", params)
+        if limit and len(jobs) >= limit:
+            return jobs
+        params["limit"] = limit and limit - len(jobs)
+        only = " AND queue = :queue" if queue is not None else ""
+        return jobs + self._select(f"SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_blocked"
+                                   f" WHERE state = :state AND blocked > 0{only}"
+                                   f" ORDER BY priority, run_at, seq{page}", params)
 
     def states_of(self, ids: list) -> dict:
         """{id: state} for the ids that exist."""
@@ -389,37 +531,150 @@ class Store:
         """Changes whenever another connection commits: a cheap 'anything new?' for idle loops."""
         return self._conn.execute("PRAGMA data_version").fetchone()[0]
 
-    def next_run_at(self) -> Optional[float]:
-        """The earliest run_at among waiting jobs, due or not."""
+    # -- what is due -------------------------------------------------------------------------
+
+    def next_run_at(self, queues: Optional[list] = None) -> Optional[float]:
+        """The earliest run_at among claimable jobs, due or not, of `queues` (None: every
+        queue) that are neither paused nor full."""
+        scope = self._scope(queues)
+        if scope is None:
+            return self._earliest(_EVERY_QUEUE, {})
+        times = [t for t in (self._earliest(_ONE_QUEUE, {"queue": q}) for q in scope) if t is not None]
+        return min(times, default=None)
+
+    def _earliest(self, sql: _ClaimSql, params: dict) -> Optional[float]:
         earliest, after = None, BELOW_ANY_PRIORITY
         for _ in range(PRIORITY_STEPS):
-            priority = self._conn.execute(_NEXT_PRIORITY, {"after": after}).fetchone()[0]
+            priority = self._conn.execute(sql.next_priority, {**params, "after": after}).fetchone()[0]
             if priority is None:
                 return earliest
-            first = self._conn.execute(_FIRST_AT_PRIORITY, {"priority": priority}).fetchone()[0]
+            first = self._conn.execute(sql.first_at_priority, {**params, "priority": priority}).fetchone()[0]
             earliest = first if earliest is None else min(earliest, first)
             after = priority
-        rest = self._conn.execute(_FIRST_AFTER, {"after": after}).fetchone()[0]
+        rest = self._conn.execute(sql.first_after, {**params, "after": after}).fetchone()[0]
         return earliest if rest is None else min(earliest, rest)
 
-    def _next_due(self, now: float) -> Optional[Job]:
+    def _next_due(self, now: float, scope: Optional[list]) -> Optional[Job]:
         """The job a claim takes: lowest priority, then earliest run_at, then enqueue order."""
+        if scope is None:
+            return self._head(_EVERY_QUEUE, now, {})
+        heads = [job for job in (self._head(_ONE_QUEUE, now, {"queue": q}) for q in scope) if job is not None]
+        return min(heads, key=lambda job: (job.priority, job.run_at, job.seq), default=None)
+
+    def _head(self, sql: _ClaimSql, now: float, params: dict) -> Optional[Job]:
         after = BELOW_ANY_PRIORITY
         for _ in range(PRIORITY_STEPS):
-            priority = self._conn.execute(_NEXT_PRIORITY, {"after": after}).fetchone()[0]
+            priority = self._conn.execute(sql.next_priority, {**params, "after": after}).fetchone()[0]
             if priority is None:
                 return None
-            row = self._conn.execute(_DUE_AT_PRIORITY, {"priority": priority, "now": now}).fetchone()
+            row = self._conn.execute(sql.due_at_priority, {**params, "priority": priority, "now": now}).fetchone()
             if row is not None:
                 return Job.from_row(row)
             after = priority
-        row = self._conn.execute(_DUE_AFTER, {"after": after, "now": now}).fetchone()
+        row = self._conn.execute(sql.due_after, {**params, "after": after, "now": now}).fetchone()
         return None if row is None else Job.from_row(row)
+
+    def _scope(self, queues: Optional[list]) -> Optional[list]:
+        """The queues a claim may take from: None for every queue (the fast path: nothing
+        paused or full, every queue served), else the served queues not paused and not full."""
+        rows = self._conn.execute(_SETTINGS).fetchall()
+        if not rows and queues is None:
+            return None
+        paused = {name: flag for name, _, flag, _ in rows if flag}
+        every = paused.pop(ALL_QUEUES, 0) == 1
+        full = {name for name, limit, _, running in rows if limit and running >= limit}
+        if queues is None and not every and 1 not in paused.values() and not full:
+            return None
+        candidates = queues if queues is not None else [
+            row[0] for row in self._conn.execute("SELECT name FROM queues WHERE name <> ?", (ALL_QUEUES,))]
+        eligible = [q for q in candidates if q not in full
+                    and paused.get(q, 0) != 1 and not (every and paused.get(q, 0) != -1)]
+        return None if queues is None and len(eligible) == len(candidates) else eligible
+
+    def _running(self, queue: str) -> int:
+        return self._conn.execute(_RUNNING_IN, (queue,)).fetchone()[0]
+
+    def has_work(self, queues: Optional[list], now: float) -> bool:
+        """Whether a --burst pool serving `queues` (None: every queue) has work left: a job of
+        them running, or due or awaiting a retry in a queue that is neither paused nor full."""
+        running = self.counts()[PROCESSING] if queues is None else any(map(self._running, queues))
+        if running:
+            return True
+        scope = self._scope(queues)
+        if scope is None and self.counts()[FAILED]:
+            return True
+        if scope and any(self._conn.execute(_FAILED_IN, (q,)).fetchone() for q in scope):
+            return True
+        next_run = self.next_run_at(queues)
+        return next_run is not None and next_run <= now
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def set_limit(self, queue: str, limit: int) -> None:
+        """At most `limit` jobs of the queue processing at once; 0 removes the limit."""
+        with self._write():
+            self._set(queue, "max_running", limit)
+
+    def pause(self, queues: Optional[list]) -> None:
+        """Start no new run from these queues (None: from any queue, including queues to come)."""
+        with self._write() as conn:
+            if queues is None:
+                paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused <> 0")]
+                conn.execute("UPDATE queues SET paused = 0")
+                self._prune(paused)
+                queues = [ALL_QUEUES]
+            for queue in queues:
+                self._set(queue, "paused", 1)
+
+    def resume(self, queues: Optional[list]) -> None:
+        """Lift the pause of these queues (None: every pause). Under a pause of every queue, a
+        queue resumed by name runs despite it."""
+        with self._write() as conn:
+            if queues is None:
+                paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused <> 0")]
+                conn.execute("UPDATE queues SET paused = 0")
+                self._prune(paused)
+            else:
+                every = conn.execute("SELECT 1 FROM queues WHERE name = ? AND paused = 1", (ALL_QUEUES,)).fetchone()
+                for queue in queues:
+                    self._set(queue, "paused", -1 if every else 0)
+
+    def _set(self, queue: str, column: str, value: int) -> None:
+        self._conn.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (queue,))
+        self._conn.execute(f"UPDATE queues SET {column} = ? WHERE name = ?", (value, queue))
+        self._prune([queue])
+
+    def _prune(self, queues: Iterable) -> None:
+        """Forget these queues where they have neither jobs nor settings any more."""
+        self._conn.executemany(
+            "DELETE FROM queues WHERE name = ? AND max_running = 0 AND paused = 0"
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE queue = queues.name)", [(q,) for q in queues])
+
+    def pauses(self) -> dict:
+        """What is paused: `all` (a pause of every queue), `queues` paused by name, and
+        `resumed`, the queues that run despite a pause of every queue."""
+        rows = dict(self._conn.execute("SELECT name, paused FROM queues WHERE paused <> 0 ORDER BY name"))
+        every = rows.pop(ALL_QUEUES, 0) == 1
+        return {"all": every, "queues": [q for q, flag in rows.items() if flag == 1],
+                "resumed": [q for q, flag in rows.items() if flag == -1 and every]}
+
+    def queues(self) -> list:
+        """Every queue that has jobs or settings, by name (counting its jobs reads them all)."""
+        counts: dict = {}
+        for queue, state, n in self._conn.execute("SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"):
+            counts.setdefault(queue, dict.fromkeys(STATES, 0))[state] = n
+        settings = {name: (limit, flag) for name, limit, flag in self._conn.execute(
+            "SELECT name, max_running, paused FROM queues WHERE max_running <> 0 OR paused <> 0")}
+        every = settings.pop(ALL_QUEUES, (0, 0))[1] == 1
+        return [QueueInfo(name, counts.get(name, dict.fromkeys(STATES, 0)), settings.get(name, (0, 0))[0] or None,
+                          settings.get(name, (0, 0))[1] == 1 or (every and settings.get(name, (0, 0))[1] != -1))
+                for name in sorted(counts.keys() | settings.keys())]
 
     # -- user transitions --------------------------------------------------------------------
 
     def delete(self, ids: list) -> None:
-        """Remove jobs that are not processing; all or none."""
+        """Remove jobs that are not processing and that no unfinished job waits for (unless it
+        is removed too; a completed job is waited for no more); all or none."""
         with self._write() as conn:
             states = self.states_of(ids)
             busy = [job_id for job_id in ids if states.get(job_id) == PROCESSING]
@@ -428,7 +683,35 @@ class Store:
             missing = [job_id for job_id in ids if job_id not in states]
             if missing:
                 raise NotFound(f"no job with id {missing[0]!r}")
+            named = set(ids)
+            for parent, child in self._waiters([i for i in ids if states[i] != COMPLETED]):
+                if child not in named:
+                    raise Conflict(f"job {child} waits for {parent}; delete it too, or first let it finish")
+            self._unlink("id = ?", [(i,) for i in ids], [(i,) for i in ids if states[i] == COMPLETED])
+            queues = {row[0] for start in range(0, len(ids), 500) for row in conn.execute(
+                f"SELECT DISTINCT queue FROM jobs WHERE id IN ({','.join('?' * len(ids[start:start + 500]))})",
+                ids[start:start + 500])}
             conn.executemany("DELETE FROM jobs WHERE id = ? AND state <> 'processing'", [(i,) for i in ids])
+            self._prune(queues)
+
+    def _waiters(self, ids: list) -> list:
+        """(parent, child) for each unfinished job that waits for one of `ids`."""
+        found = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found += self._conn.execute(
+                "SELECT d.parent, j.id FROM job_deps d JOIN jobs j ON j.seq = d.child"
+                f" WHERE d.parent IN ({','.join('?' * len(chunk))})"
+                " AND (j.state = 'pending' OR j.state = 'processing' OR j.state = 'failed')", chunk).fetchall()
+        return found
+
+    def _unlink(self, where: str, gone: list, completed: list) -> None:
+        """Before jobs are deleted: drop what they wait for, and the waits on those of them that
+        completed (already satisfied). Waits on a job deleted unfinished stay: they keep it dead."""
+        if self._conn.execute("SELECT 1 FROM job_deps LIMIT 1").fetchone() is None:
+            return
+        self._conn.executemany(f"DELETE FROM job_deps WHERE child IN (SELECT seq FROM jobs WHERE {where})", gone)
+        self._conn.executemany(f"DELETE FROM job_deps WHERE parent IN (SELECT id FROM jobs WHERE {where})", completed)
 
     def purge(self, state: str, updated_before: Optional[float]) -> list:
         """Delete finished jobs in `state` (last changed before the given time); returns their ids."""
@@ -438,7 +721,10 @@ class Store:
         params = (state,) if updated_before is None else (state, updated_before)
         with self._write() as conn:
             ids = [r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE {where}", params)]
+            self._unlink(where, [params], [params] if state == COMPLETED else [])
+            queues = [r[0] for r in conn.execute(f"SELECT DISTINCT queue FROM jobs WHERE {where}", params)]
             conn.execute(f"DELETE FROM jobs WHERE {where}", params)
+            self._prune(queues)
         return ids
 
     def count_finished(self, state: str, updated_before: float) -> int:
@@ -447,29 +733,104 @@ class Store:
                                   (state, updated_before)).fetchone()[0]
 
     def requeue_dead(self, ids: Optional[list], now: float) -> list:
-        """Move dead jobs (the given ones, or all when None) back to pending with attempts 0."""
+        """Move dead jobs (the given ones, or all when None) back to pending with attempts 0,
+        and the jobs that died for them (see _revive); returns every id moved."""
         with self._write() as conn:
             if ids is None:
                 ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE state = 'dead'")]
-            states = self.states_of(ids)
-            for job_id in ids:
-                if job_id not in states:
-                    raise NotFound(f"no job with id {job_id!r}")
-                if states[job_id] != DEAD:
-                    raise Conflict(f"job {job_id} is {states[job_id]}, not dead; only dead jobs can be retried")
-            conn.executemany(
-                "UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?"
-                " WHERE id = ? AND state = 'dead'",
-                [(now, now, job_id) for job_id in ids],
-            )
-        return ids
+            self._check_states(ids, (DEAD,), "dead", "only dead jobs can be retried")
+            return self._revive(ids, now)
+
+    def requeue(self, ids: list, now: float) -> list:
+        """Move completed or dead jobs back to pending (see requeue_dead); returns every id moved."""
+        with self._write():
+            self._check_states(ids, FINISHED, "completed or dead", "only finished jobs can be requeued")
+            return self._revive(ids, now)
+
+    def _check_states(self, ids: list, allowed: tuple, wanted: str, rule: str) -> None:
+        states = self.states_of(ids)
+        for job_id in ids:
+            if job_id not in states:
+                raise NotFound(f"no job with id {job_id!r}")
+            if states[job_id] not in allowed:
+                raise Conflict(f"job {job_id} is {states[job_id]}, not {wanted}; {rule}")
+
+    # -- dependencies --------------------------------------------------------------------------
+
+    def _bury(self, ids: list, error: str, now: float) -> list:
+        """Make these pending or failed jobs dead with `error`, attempts unchanged, and every
+        unfinished job that waits for them, down the chain (_bury_dependents). Joins the
+        caller's transaction; returns the ids made dead."""
+        with self._write() as conn:
+            buried = [job_id for job_id in ids if conn.execute(
+                "UPDATE jobs SET state = 'dead', last_error = ?, updated_at = ?"
+                " WHERE id = ? AND (state = 'pending' OR state = 'failed')", (error, now, job_id)).rowcount]
+            return buried + self._bury_dependents(buried, now)
+
+    def _bury_dependents(self, dead: list, now: float) -> list:
+        """The jobs that wait for these dead jobs become dead, "dependency ID is dead" (ID: the
+        one they wait for directly), and so on down the chain; returns their ids."""
+        made, frontier = [], list(dead)
+        while frontier:
+            parent = frontier.pop()
+            children = [row[0] for row in self._conn.execute(
+                "SELECT j.id FROM job_deps d JOIN jobs j ON j.seq = d.child"
+                " WHERE d.parent = ? AND (j.state = 'pending' OR j.state = 'failed')", (parent,))]
+            for child in children:
+                if self._conn.execute(
+                        "UPDATE jobs SET state = 'dead', last_error = ?, updated_at = ?"
+                        " WHERE id = ? AND (state = 'pending' OR state = 'failed')",
+                        (dependency_dead(parent), now, child)).rowcount:
+                    made.append(child)
+                    frontier.append(child)
+        return made
+
+    def _revive(self, ids: list, now: float) -> list:
+        """Back to pending, attempts 0, run_at now: these completed or dead jobs and, down the
+        chain, the dead jobs that died for one of them, which wait again. One that waits for a
+        dead job (or one deleted unfinished) is dead again at once. Joins the caller's
+        transaction; returns the ids moved, the given ones first."""
+        revived, frontier, seen = [], list(ids), set()
+        while frontier:
+            job_id = frontier.pop(0)
+            if job_id in seen:
+                continue
+            seen.add(job_id)
+            row = self._conn.execute("SELECT seq, state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row[1] not in FINISHED:
+                continue
+            self._make_pending(job_id, row[0], row[1], now)
+            revived.append(job_id)
+            frontier += [r[0] for r in self._conn.execute(
+                "SELECT j.id FROM job_deps d JOIN jobs j ON j.seq = d.child"
+                " WHERE d.parent = ? AND j.state = 'dead' AND j.last_error = ?", (job_id, dependency_dead(job_id)))]
+        for job_id in revived:
+            gone = self._conn.execute(
+                "SELECT d.parent FROM jobs c JOIN job_deps d ON d.child = c.seq LEFT JOIN jobs p ON p.id = d.parent"
+                " WHERE c.id = ? AND (p.state IS NULL OR p.state = 'dead') ORDER BY d.parent LIMIT 1",
+                (job_id,)).fetchone()
+            if gone is not None:
+                self._bury([job_id], dependency_dead(gone[0]), now)
+        return revived
+
+    def _make_pending(self, job_id: str, seq: int, state: str, now: float) -> None:
+        if state == COMPLETED:  # its waiters wait for it again
+            self._conn.execute("UPDATE jobs SET blocked = blocked + 1"
+                               " WHERE seq IN (SELECT child FROM job_deps WHERE parent = ?)", (job_id,))
+        unfinished = self._conn.execute(
+            "SELECT count(*) FROM job_deps d LEFT JOIN jobs p ON p.id = d.parent"
+            " WHERE d.child = ? AND (p.state IS NULL OR p.state <> 'completed')", (seq,)).fetchone()[0]
+        self._conn.execute("UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?,"
+                           " blocked = ? WHERE seq = ?", (now, now, unfinished, seq))
 
     # -- worker transitions ----------------------------------------------------------------
 
-    def claim_next(self, worker_id: str, now: float) -> Optional[Job]:
-        """Take the next due job: lowest priority, then earliest run_at, then enqueue order."""
+    def claim_next(self, worker_id: str, now: float, queues: Optional[list] = None) -> Optional[Job]:
+        """Take the next due job of `queues` (None: every queue) that is neither paused nor
+        full, and waits for nothing unfinished: lowest priority, then earliest run_at, then
+        enqueue order."""
         with self._write() as conn:
-            job = self._next_due(now)
+            job = self._next_due(now, self._scope(queues))
             if job is None:
                 return None
             conn.execute(
@@ -491,8 +852,14 @@ class Store:
         return cursor.rowcount == 1
 
     def mark_completed(self, job: Job, worker_id: str, now: float) -> bool:
-        return self._finish(job, worker_id, "state = 'completed', exit_code = 0, last_error = NULL,"
-                            " updated_at = ?", (now,))
+        """Completed; in the same transaction, the jobs waiting for it wait for one job fewer."""
+        with self._write() as conn:
+            done = self._finish(job, worker_id, "state = 'completed', exit_code = 0, last_error = NULL,"
+                                " updated_at = ?", (now,))
+            if done:
+                conn.execute("UPDATE jobs SET blocked = blocked - 1"
+                             " WHERE seq IN (SELECT child FROM job_deps WHERE parent = ?)", (job.id,))
+        return done
 
     def mark_failed(self, job: Job, worker_id: str, exit_code: Optional[int], error: str,
                     run_at: float, now: float) -> bool:
@@ -501,8 +868,13 @@ class Store:
 
     def mark_dead(self, job: Job, worker_id: str, exit_code: Optional[int], error: str,
                   now: float) -> bool:
-        return self._finish(job, worker_id, "state = 'dead', exit_code = ?, last_error = ?,"
-                            " updated_at = ?", (exit_code, error, now))
+        """Dead (in the DLQ); in the same transaction, so is every job waiting for it, down the chain."""
+        with self._write():
+            done = self._finish(job, worker_id, "state = 'dead', exit_code = ?, last_error = ?,"
+                                " updated_at = ?", (exit_code, error, now))
+            if done:
+                self._bury_dependents([job.id], now)
+        return done
 
     def release(self, job: Job, worker_id: str, now: float) -> bool:
         """Give back a job whose run was killed by a forced stop: pending, attempt not counted."""
@@ -586,15 +958,15 @@ for _name, _method in list(vars(Store).items()):
         setattr(Store, _name, _reporting_damage(_method))
 
 
-_INSERT_COLUMNS = "(id, command, state, max_retries, priority, timeout, run_at, cwd, created_at, updated_at)"
-_ROWS_PER_STATEMENT = 99  # 990 parameters: under SQLite's oldest limit of 999 per statement
+_INSERT_COLUMNS = "(id, command, state, max_retries, priority, timeout, run_at, cwd, created_at, updated_at, queue)"
+_ROWS_PER_STATEMENT = 90  # 990 parameters: under SQLite's oldest limit of 999 per statement
 
 
 def _insert_rows(conn: sqlite3.Connection, verb: str, rows: list,
                  progress: Optional[Callable[[int], None]] = None) -> None:
     """Insert many rows per statement: Python's sqlite3 costs more per statement than SQLite
     costs per row, so this halves bulk enqueue time."""
-    one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     per = _ROWS_PER_STATEMENT
     full = len(rows) - len(rows) % per
     if full:

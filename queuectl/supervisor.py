@@ -35,10 +35,11 @@ def say(text: str) -> None:
 class Supervisor:
     """Owns one pool. Signal handlers only count requests; `run` acts on them."""
 
-    def __init__(self, home: QueueHome, count: int, burst: bool) -> None:
+    def __init__(self, home: QueueHome, count: int, burst: bool, queues: Optional[list] = None) -> None:
         self.home = home
         self.count = count
         self.burst = burst
+        self.queues = queues  # the named queues its workers serve; None: every queue
         self.pool_id = os.urandom(3).hex()
         self.interrupts = 0  # Ctrl+C presses: the first stops gently, the second forces
         self.stop_requested = False
@@ -113,7 +114,7 @@ class Supervisor:
 
     def _spawn(self) -> None:
         process = self._context.Process(
-            target=worker_main, args=(self.home.root, self.pool_id, self.burst, os.getpid()),
+            target=worker_main, args=(self.home.root, self.pool_id, self.burst, os.getpid(), self.queues),
             kwargs={"report_fd": self._reports[1]}, name=f"queuectl-worker-{self.pool_id}",
         )
         process.start()
@@ -234,15 +235,18 @@ def _drain(fd: int) -> None:
             return
 
 
-def start_foreground(home: QueueHome, count: int, burst: bool, ready_fd: Optional[int] = None) -> int:
-    return Supervisor(home, count, burst).run(ready_fd)
+def start_foreground(home: QueueHome, count: int, burst: bool, ready_fd: Optional[int] = None,
+                     queues: Optional[list] = None) -> int:
+    return Supervisor(home, count, burst, queues).run(ready_fd)
 
 
-def start_detached(home: QueueHome, count: int, burst: bool) -> tuple:
+def start_detached(home: QueueHome, count: int, burst: bool, queues: Optional[list] = None) -> tuple:
     """Start the pool in a new session in the background; returns (pool_id, supervisor, workers)."""
     read_end, write_end = os.pipe()
     args = [sys.executable, "-m", "queuectl", "--home", home.root, "worker", "start",
             "--count", str(count), "--ready-fd", str(write_end)] + (["--burst"] if burst else [])
+    for name in queues or ():
+        args += ["--queue", name]
     pid = os.fork()
     if pid == 0:  # child: become a daemon in its own session, then a fresh interpreter
         try:

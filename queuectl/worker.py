@@ -59,8 +59,10 @@ def recover_lost_job(store: Store, settings: dict, home: QueueHome, job: Job, no
 
 class Worker:
     def __init__(self, store: Store, home: QueueHome, pool_id: str, flags: Flags, burst: bool = False,
-                 parent_pid: Optional[int] = None, clock: Callable[[], float] = time.time) -> None:
+                 parent_pid: Optional[int] = None, clock: Callable[[], float] = time.time,
+                 queues: Optional[list] = None) -> None:
         self.store = store
+        self.queues = queues  # the named queues it serves; None: every queue
         self.home = home
         self.pool_id = pool_id
         self.flags = flags
@@ -80,7 +82,8 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim one due job and run it to its recorded outcome; False if nothing was due."""
-        job, self._claimed = self._claimed or self.store.claim_next(self.worker_id, self.clock()), None
+        job = self._claimed or self.store.claim_next(self.worker_id, self.clock(), self.queues)
+        self._claimed = None
         if job is None:
             return False
         try:
@@ -130,7 +133,7 @@ class Worker:
             verdict = record_outcome(self.store, self.config.current(), job, self.worker_id,
                                      outcome, self.clock())
             if not (self.flags.stop or self._disk_full):
-                self._claimed = self.store.claim_next(self.worker_id, self.clock())
+                self._claimed = self.store.claim_next(self.worker_id, self.clock(), self.queues)
         return verdict
 
     def _moved_on(self, job: Job) -> bool:
@@ -193,18 +196,15 @@ class Worker:
                 pass
 
     def _burst_done(self) -> bool:
-        """No job running or waiting to be retried, and none due (later first runs don't count)."""
-        counts = self.store.counts()
-        if counts["processing"] or counts["failed"]:
-            return False
-        next_run = self.store.next_run_at()
-        return next_run is None or next_run > self.clock()
+        """No job of its queues running or waiting to be retried, and none due (later first
+        runs, and jobs of paused queues, don't count)."""
+        return not self.store.has_work(self.queues, self.clock())
 
     def _idle(self) -> None:
         """Sleep until something changes, the next job is due, or poll_interval has passed."""
         version = self.store.data_version()
         wake = self.clock() + self.config.current()["poll_interval"]
-        next_run = self.store.next_run_at()
+        next_run = self.store.next_run_at(self.queues)
         if next_run is not None:
             wake = min(wake, next_run)
         while not self.flags.stop:
@@ -309,7 +309,8 @@ def _install_signal_handlers(flags: Flags) -> None:
     signal.signal(signal.SIGUSR1, force)
 
 
-def worker_main(home_root: str, pool_id: str, burst: bool, parent_pid: int, report_fd: int = -1) -> None:
+def worker_main(home_root: str, pool_id: str, burst: bool, parent_pid: int,
+                queues: Optional[list] = None, report_fd: int = -1) -> None:
     """Process target: plain data in; the store is opened here, never inherited across fork.
 
     A damaged database ends the worker with EXIT_DAMAGED, its message written to `report_fd`
@@ -322,7 +323,7 @@ def worker_main(home_root: str, pool_id: str, burst: bool, parent_pid: int, repo
     try:
         store = Store.open(home.db_path, durable=False)
         try:
-            Worker(store, home, pool_id, flags, burst=burst, parent_pid=parent_pid).loop()
+            Worker(store, home, pool_id, flags, burst=burst, parent_pid=parent_pid, queues=queues).loop()
         finally:
             store.close()
     except DatabaseDamaged as exc:

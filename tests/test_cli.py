@@ -21,7 +21,7 @@ from queuectl.repository import Store
 from queuectl.timeutil import parse_iso
 
 JOB_FIELDS = ["id", "command", "state", "attempts", "max_retries", "priority", "timeout", "run_at", "cwd",
-              "created_at", "updated_at", "exit_code", "last_error"]
+              "created_at", "updated_at", "exit_code", "last_error", "queue", "after"]
 STATES = ["pending", "processing", "completed", "failed", "dead"]
 WORKER = "test-worker"
 
@@ -642,7 +642,8 @@ def test_status_of_a_fresh_home_shows_five_zeros(cli):
     counts = dict(line.split() for line in result.stdout.splitlines()[2:7])
     assert counts == dict.fromkeys(STATES, "0")
     assert "No live workers." in result.stdout
-    assert cli.json("status") == {**dict.fromkeys(STATES, 0), "total": 0, "workers": []}
+    assert cli.json("status") == {**dict.fromkeys(STATES, 0), "total": 0, "workers": [],
+                                  "paused": {"all": False, "queues": [], "resumed": []}}
 
 
 def test_status_counts_every_state(cli, home):

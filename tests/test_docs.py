@@ -40,6 +40,7 @@ def test_the_command_list_is_complete():
         "worker", "worker start", "worker stop", "worker status",
         "dlq", "dlq list", "dlq retry", "dlq purge",
         "config", "config get", "config set", "config reset",
+        "requeue", "queues", "queue", "queue limit", "pause", "resume",
     }
 
 

@@ -39,6 +39,9 @@ def pristine(tmp_path_factory):
     ok("enqueue", "--id", "keep1", "echo keep1")
     ok("enqueue", "--id", "keep2", "--priority", "5", "echo keep2")
     ok("enqueue", "--id", "later", "--delay", "1h", "echo later")
+    ok("enqueue", "--id", "waiter", "--after", "keep2", "--queue", "steer", "echo waiter")
+    ok("queue", "limit", "steer", "2")
+    ok("pause", "held")
     return home
 
 
@@ -64,7 +67,7 @@ def files_of(home: str) -> dict:
 
 def snapshot(home: str) -> tuple:
     cli = Cli(home)  # in-process: cheap, and the command under test is the real one
-    return cli.json("list", "--limit", "0"), cli.json("status"), files_of(home)
+    return cli.json("list", "--limit", "0"), cli.json("status"), cli.json("queues"), files_of(home)
 
 
 def assert_one_error_line(result, code: int) -> str:
@@ -101,6 +104,11 @@ FILES = {
     "huge-command.txt": "echo " + "x" * 200_000,
     "latin1.txt": b"echo caf\xe9",
     "empty-command.txt": "\n",
+    "cycle.jsonl": '{"id": "new1", "command": "true", "after": ["new2"]}\n'
+                   '{"id": "new2", "command": "true", "after": ["new1"]}\n',
+    "self.jsonl": '{"id": "new1", "command": "true", "after": ["new1"]}\n',
+    "unknown-after.jsonl": '{"id": "new1", "command": "true"}\n{"id": "new2", "command": "true", "after": ["nope"]}\n',
+    "bad-queue.jsonl": '{"id": "new1", "command": "true"}\n{"id": "new2", "command": "true", "queue": "a/b"}\n',
 }
 
 
@@ -319,6 +327,42 @@ CASES = [
     case("dlq", "retry", "../doomed", id="dlq-retry-dotdot"),
     case("dlq", "retry", id="dlq-retry-nothing"),
     case("dlq", "retry", "doomed", "--all", id="dlq-retry-id-and-all"),
+    # Queues and dependencies (issue 11).
+    case("enqueue", "--queue", "a b", "true", id="queue-space"),
+    case("enqueue", "--queue", "", "true", id="queue-empty"),
+    case("enqueue", "--queue", "q" * 65, "true", id="queue-65-chars"),
+    case("enqueue", "--queue=-q", "true", id="queue-leading-dash"),
+    case("enqueue", "--queue", "../etc", "true", id="queue-dotdot"),
+    case("enqueue", '{"command": "true", "queue": 7}', id="queue-not-a-string"),
+    case("enqueue", "--after", "nope", "true", code=1, id="after-unknown"),
+    case("enqueue", "--after", "keep1", "--after", "nope", "true", code=1, id="after-one-unknown"),
+    case("enqueue", "--after", "keep", "true", code=1, id="after-ambiguous-prefix"),
+    case("enqueue", "--id", "new1", "--after", "new1", "true", id="after-itself"),
+    case("enqueue", "--after", LONG_ID, "true", id="after-10k-chars"),
+    case("enqueue", '{"command": "true", "after": "keep1 keep2"}', id="after-string-with-space"),
+    case("enqueue", '{"command": "true", "after": {"id": "keep1"}}', id="after-object"),
+    case("enqueue", '{"command": "true", "after": [' + ",".join(['"keep1"'] * 1001) + "]}", id="after-1001"),
+    case("enqueue", "--file", "@cycle.jsonl", id="file-cycle"),
+    case("enqueue", "--file", "@self.jsonl", id="file-self"),
+    case("enqueue", "--file", "@unknown-after.jsonl", code=1, id="file-unknown-after"),
+    case("enqueue", "--file", "@bad-queue.jsonl", id="file-bad-queue"),
+    case("queue", "limit", "steer", "-1", id="limit-negative"),
+    case("queue", "limit", "steer", "1.5", id="limit-fraction"),
+    case("queue", "limit", "steer", "1e3", id="limit-exponent"),
+    case("queue", "limit", "steer", str(BIG), id="limit-huge"),
+    case("queue", "limit", "steer", "", id="limit-empty"),
+    case("queue", "limit", "a b", "1", id="limit-bad-name"),
+    case("queue", "limit", id="limit-nothing"),
+    case("pause", "a/b", id="pause-bad-name"),
+    case("pause", "ok", "*", id="pause-one-bad-name-pauses-none"),
+    case("resume", "held", "", id="resume-one-empty-name-resumes-none"),
+    case("list", "--queue", "", id="list-queue-empty"),
+    case("worker", "start", "--queue", "a b", "--burst", id="worker-queue-bad-name"),
+    case("requeue", "keep1", code=1, id="requeue-pending"),
+    case("requeue", "done", "keep1", code=1, id="requeue-one-pending-requeues-none"),
+    case("requeue", "nope", code=1, id="requeue-unknown"),
+    case("requeue", id="requeue-nothing"),
+    case("delete", "keep2", code=1, id="delete-a-job-waited-for"),
     # Usage.
     case("bogus", id="unknown-command"),
     case("", id="empty-command"),

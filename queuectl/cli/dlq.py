@@ -8,7 +8,7 @@ from ..errors import BadInput
 from ..models import DEAD
 from ..timeutil import now
 from . import DEFAULT_PAGE, MAX_PAGE, App, cli, confirm, json_option, pass_app, yes_option
-from .jobs import remove_logs
+from .jobs import remove_logs, report_moved
 
 
 
@@ -57,8 +57,9 @@ def dlq_retry(app: App, job_ids: tuple, every: bool) -> None:
     """
     if every == bool(job_ids):
         raise BadInput("give job ids or --all (not both)")
-    ids = app.store.requeue_dead(None if every else app.resolve_ids(job_ids), now())
-    click.echo(f"Moved {render.plural(len(ids), 'job')} back to pending")
+    ids = None if every else app.resolve_ids(job_ids)
+    moved = app.store.requeue_dead(ids, now())
+    report_moved(len(moved) if ids is None else len(ids), moved)
 
 
 @dlq.command(name="purge")

@@ -37,6 +37,8 @@ class EnqueueCommand(click.Command):
 @cli.command(cls=EnqueueCommand)
 @click.argument("job", nargs=-1)
 @click.option("--id", "job_id", help="Job id (default: generated).")
+@click.option("--queue", metavar="NAME", help="The named queue it belongs to (default: default).")
+@click.option("--after", metavar="ID", multiple=True, help="Run only after job ID has completed (repeatable).")
 @click.option("--cmd", "--command", "command", help="The shell command to run.")
 @click.option("--command-file", metavar="PATH|-", help="Read the command from a file (- for standard input).")
 @click.option("--job-file", metavar="PATH", help="Read one job (a JSON object) from a file.")
@@ -53,8 +55,8 @@ class EnqueueCommand(click.Command):
 @click.option("-q", "--quiet", is_flag=True, help="Print only the id.")
 @json_option
 @pass_app
-def enqueue(app: App, job, job_id, command, command_file, job_file, many_file, lines_file, max_retries,
-            priority, delay, run_at, timeout, cwd, if_absent, quiet, as_json) -> None:
+def enqueue(app: App, job, job_id, queue, after, command, command_file, job_file, many_file, lines_file,
+            max_retries, priority, delay, run_at, timeout, cwd, if_absent, quiet, as_json) -> None:
     """Add a job: a JSON object or a plain command (several words are one command).
 
     \b
@@ -65,10 +67,12 @@ def enqueue(app: App, job, job_id, command, command_file, job_file, many_file, l
       queuectl enqueue --priority -5 --delay 1h30m --timeout 60 ./report.sh
       queuectl enqueue --file jobs.jsonl
       find . -name '*.wav' | sed 's/.*/flac "&"/' | queuectl enqueue --lines -
+      queuectl enqueue --queue downloads "curl -O https://example.com/big.iso"
+      queuectl enqueue --id deploy --after build ./deploy.sh
     """
     settings = app.settings()
-    flags = {"id": job_id, "max_retries": max_retries, "priority": priority, "delay": delay,
-             "run_at": run_at, "timeout": timeout, "cwd": cwd}
+    flags = {"id": job_id, "queue": queue, "after": list(after) or None, "max_retries": max_retries,
+             "priority": priority, "delay": delay, "run_at": run_at, "timeout": timeout, "cwd": cwd}
     defaults = jobspec.Defaults(settings["max_retries"], settings["timeout_seconds"], os.getcwd(), now())
     jobs = jobspec.collect(job, job_file, many_file, command, command_file, flags, defaults, lines_file)
     with render.progress(len(jobs), ENQUEUE_PROGRESS_MIN, "enqueued") as update:
@@ -111,26 +115,30 @@ state_choice = click.Choice(STATES)
 
 @cli.command(name="list")
 @click.option("--state", type=state_choice, help="Only jobs in this state.")
+@click.option("--queue", metavar="NAME", help="Only jobs of this queue.")
 @click.option("--limit", type=click.IntRange(0, MAX_PAGE), default=DEFAULT_PAGE, show_default=True,
               help="Jobs to show; 0 = all.")
 @json_option
 @pass_app
-def list_(app: App, state: Optional[str], limit: int, as_json: bool) -> None:
-    """List jobs: claim order for pending/failed, newest first otherwise.
+def list_(app: App, state: Optional[str], queue: Optional[str], limit: int, as_json: bool) -> None:
+    """List jobs: claim order for pending/failed (those waiting for unfinished jobs last),
+    newest first otherwise.
 
     \b
-    Example:
+    Examples:
       queuectl list --state pending --limit 20
+      queuectl list --queue downloads
     """
-    jobs = app.store.list_jobs(state, limit or None)
-    counts = app.store.counts()
-    total = counts[state] if state else sum(counts.values())
+    if queue is not None:
+        jobspec.validate_queue(queue)
+    jobs = app.store.list_jobs(state, limit or None, queue)
+    total = app.store.count(state, queue)
     if as_json:
         render.emit_json([job.to_dict() for job in jobs])
     elif jobs:
         click.echo(render.jobs_table(jobs))
     else:
-        render.message(f"No {state + ' ' if state else ''}jobs.")
+        render.message(f"No {state + ' ' if state else ''}jobs{' in queue ' + queue if queue else ''}.")
     if total > len(jobs):
         render.message(f"... {total - len(jobs)} more; use --limit N (0 for all) to see them")
 
@@ -140,7 +148,7 @@ def list_(app: App, state: Optional[str], limit: int, as_json: bool) -> None:
 @json_option
 @pass_app
 def show(app: App, job_id: str, as_json: bool) -> None:
-    """Show one job in full, with its log file's path.
+    """Show one job in full, with what it still waits for and its log file's path.
 
     \b
     Example:
@@ -151,6 +159,8 @@ def show(app: App, job_id: str, as_json: bool) -> None:
         render.emit_json(job.to_dict())
     else:
         click.echo(render.job_detail(job, app.home.log_path(job.id), _run_pid(app, job)))
+        if job.after and job.state not in FINISHED:
+            click.echo(waits_for_line(app.store.waiting_for(job.id)))
 
 
 def _run_pid(app: App, job) -> Optional[int]:
@@ -162,6 +172,12 @@ def _run_pid(app: App, job) -> Optional[int]:
     lease = app.settings()["lease_seconds"]
     holder = [w for w in live_workers(app.store, lease, app.home.root) if w.worker_id == job.worker_id]
     return run_pids(holder).get(job.worker_id)
+
+
+def waits_for_line(unfinished: list) -> str:
+    if not unfinished:
+        return "waits for: nothing (every job it waits for has completed)"
+    return "waits for: " + ", ".join(f"{job_id} ({state or 'deleted'})" for job_id, state in unfinished)
 
 
 @cli.command()
@@ -235,7 +251,8 @@ def _worker_notice(app: App, below_a_bar: bool = False):
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
 @pass_app
 def delete(app: App, job_ids: tuple) -> None:
-    """Remove jobs (and their logs) that are not processing; all or none.
+    """Remove jobs (and their logs) that are not processing and that no unfinished job waits
+    for (unless it is named too); all or none.
 
     \b
     Example:
@@ -245,6 +262,27 @@ def delete(app: App, job_ids: tuple) -> None:
     app.store.delete(ids)
     remove_logs(app, ids)
     click.echo(f"Deleted {render.plural(len(ids), 'job')}")
+
+
+@cli.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@pass_app
+def requeue(app: App, job_ids: tuple) -> None:
+    """Run completed or dead jobs again: back to pending, attempts 0, due now; the jobs that
+    died because one of them was dead wait for it again.
+
+    \b
+    Example:
+      queuectl requeue build
+    """
+    ids = app.resolve_ids(job_ids)
+    report_moved(len(ids), app.store.requeue(ids, now()))
+
+
+def report_moved(given: int, moved: list) -> None:
+    chained = len(moved) - given
+    click.echo(f"Moved {render.plural(given, 'job')} back to pending"
+               + (f", and {chained} that wait for them" if chained > 0 else ""))
 
 
 @cli.command()

@@ -5,6 +5,7 @@ import click
 
 from .. import render
 from . import App, cli, json_option, pass_app
+from .queues import pauses_line
 
 
 
@@ -12,7 +13,7 @@ from . import App, cli, json_option, pass_app
 @json_option
 @pass_app
 def status(app: App, as_json: bool) -> None:
-    """Count the jobs in each state and list the live workers.
+    """Count the jobs in each state, list the live workers, and say what is paused.
 
     \b
     Example:
@@ -22,8 +23,10 @@ def status(app: App, as_json: bool) -> None:
     from ..pidfile import live_workers
 
     workers = live_workers(app.store, app.settings()["lease_seconds"], app.home.root)
+    pauses = app.store.pauses()
     if as_json:
-        render.emit_json({**counts, "total": sum(counts.values()), "workers": [w.to_dict() for w in workers]})
+        render.emit_json({**counts, "total": sum(counts.values()), "workers": [w.to_dict() for w in workers],
+                          "paused": pauses})
         return
     click.echo(render.counts_table(counts))
     click.echo()
@@ -36,6 +39,7 @@ def status(app: App, as_json: bool) -> None:
             # Their worker died: a pool takes them back (retried, or dead) as soon as it starts.
             click.echo(f"{render.plural(counts['processing'], 'processing job')} will be taken back"
                        " when a pool starts (queuectl worker start).")
+    click.echo(pauses_line(pauses))
 
 
 @cli.command()

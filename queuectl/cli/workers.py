@@ -29,9 +29,11 @@ def worker() -> None:
 @click.option("--detach", "--background", "detach", is_flag=True,
               help="Return once the pool is up, printing its PIDs.")
 @click.option("--burst", is_flag=True, help="Quit when no job is running, due or awaiting a retry.")
+@click.option("--queue", "queues", metavar="NAME", multiple=True,
+              help="Take jobs only from this queue (repeatable; default: every queue).")
 @click.option("--ready-fd", type=int, hidden=True)
 @pass_app
-def worker_start(app: App, count: int, detach: bool, burst: bool, ready_fd: Optional[int]) -> None:
+def worker_start(app: App, count: int, detach: bool, burst: bool, queues: tuple, ready_fd: Optional[int]) -> None:
     """Start a pool of workers; in the foreground until Ctrl+C (twice: kill the runs).
 
     \b
@@ -39,16 +41,18 @@ def worker_start(app: App, count: int, detach: bool, burst: bool, ready_fd: Opti
       queuectl worker start --count 4
       queuectl worker start --count 2 --detach
       queuectl worker start --burst
+      queuectl worker start --queue downloads --queue mail
     """
-    from .. import supervisor
+    from .. import jobspec, supervisor
     from ..pidfile import live_pools
 
+    served = [jobspec.validate_queue(name) for name in dict.fromkeys(queues)] or None
     # Report a corrupt config.json or database now, once, rather than from every worker.
     rows = _live_workers(app)
     if detach:
         running, _ = live_pools(app.home, rows)
         others = [pool.pool_id for pool in running]
-        pool_id, sup, workers = supervisor.start_detached(app.home, count, burst)
+        pool_id, sup, workers = supervisor.start_detached(app.home, count, burst, served)
         render.message(f"Started worker pool {pool_id} in the background; "
                        f"log: {app.home.pool_log_path}; stop it with: queuectl worker stop")
         if others:
@@ -58,7 +62,7 @@ def worker_start(app: App, count: int, detach: bool, burst: bool, ready_fd: Opti
         for pid in workers:
             click.echo(f"worker {pid}")
         return
-    code = supervisor.start_foreground(app.home, count, burst, ready_fd)
+    code = supervisor.start_foreground(app.home, count, burst, ready_fd, served)
     # The pool is gone and every file is closed: skip the interpreter's teardown (~30 ms of
     # freeing modules and multiprocessing's exit hooks, which would only re-check reaped workers).
     sys.stdout.flush()
