@@ -12,7 +12,7 @@ import subprocess
 import time
 from typing import Callable, Optional
 
-from .models import Job, Outcome
+from .models import CANCELLED, STOP_CANCEL, Job, Outcome
 from .timeutil import human_seconds
 
 GRACE_SECONDS = 3.0  # between SIGTERM and SIGKILL of a run's process group
@@ -21,12 +21,13 @@ MAX_ERROR = 1000
 ENV_WORKER = "QUEUECTL_WORKER_ID"  # also lets a later worker find runs a dead worker left behind
 
 
-def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], bool],
+def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], Optional[str]],
         tick: Callable[[], None]) -> Outcome:
     """Run `job.command` with /bin/sh -c in `job.cwd`, appending its output to `log_path`.
 
-    `interrupted()` is polled while the run goes on; when it turns true the run's whole process
-    group is killed and the Outcome says so. `tick()` is called about every TICK_SECONDS.
+    `interrupted()` is polled while the run goes on; when it returns a reason (STOP_FORCE or
+    STOP_CANCEL) the run's whole process group is killed and the Outcome says why.
+    `tick()` is called about every TICK_SECONDS.
     """
     started = time.monotonic()
     try:
@@ -47,7 +48,7 @@ def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], bool]
         os.close(fd)
 
 
-def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Callable[[], bool],
+def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Callable[[], Optional[str]],
          tick: Callable[[], None]) -> Outcome:
     # This process exists to run jobs, so the run's variables go into its own environment:
     # much cheaper than building and encoding a fresh env mapping for every run.
@@ -63,6 +64,9 @@ def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Call
         where = f" in {job.cwd}" if exc.filename == job.cwd else ""
         return Outcome(None, _short(f"cannot start{where}: {exc.strerror}"))
     ended = _wait(proc, job.timeout, interrupted, tick)
+    if ended == STOP_CANCEL:
+        kill_strays(worker_id)  # a cancel leaves nothing of the run, not even a child that left the group
+        return Outcome(None, CANCELLED, cancelled=True)
     if ended == "interrupted":
         return Outcome(None, "interrupted by a forced stop", interrupted=True)
     if ended == "timeout":
@@ -87,9 +91,9 @@ def _devnull() -> int:
     return _DEVNULL[0]
 
 
-def _wait(proc: subprocess.Popen, timeout: Optional[float], interrupted: Callable[[], bool],
+def _wait(proc: subprocess.Popen, timeout: Optional[float], interrupted: Callable[[], Optional[str]],
           tick: Callable[[], None]) -> str:
-    """'exited', 'timeout' or 'interrupted' (the group killed in the last two cases)."""
+    """'exited', 'timeout', 'interrupted' or STOP_CANCEL (the group killed in all but the first)."""
     deadline = time.monotonic() + float(timeout) if timeout else None
     pidfd = _pidfd(proc.pid)
     try:
@@ -97,9 +101,10 @@ def _wait(proc: subprocess.Popen, timeout: Optional[float], interrupted: Callabl
             slice_ = TICK_SECONDS if deadline is None else min(TICK_SECONDS, deadline - time.monotonic())
             if _exited(proc, pidfd, max(slice_, 0.0)):
                 return "exited"
-            if interrupted():
+            reason = interrupted()
+            if reason:
                 kill_group(proc)
-                return "interrupted"
+                return STOP_CANCEL if reason == STOP_CANCEL else "interrupted"
             if deadline is not None and time.monotonic() >= deadline:
                 kill_group(proc)
                 return "timeout"

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Optional
 
-from .models import COMPLETED, FINISHED
+from .models import COMPLETED, FINISHED, PROCESSING
 
 POLL_SECONDS = 0.1
 EXIT_TIMEOUT = 124
@@ -36,6 +36,18 @@ def wait_for(store, ids: list, timeout: Optional[float]) -> int:
         print(f"Not completed: {', '.join(f'{j} ({outcomes[j]})' for j in failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def wait_while_processing(store, ids: list, timeout: float) -> dict:
+    """Poll until none of the jobs is processing, or for `timeout` seconds: {id: state} at the end
+    (jobs deleted meanwhile are left out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = store.states_of(ids)
+        left = deadline - time.monotonic()
+        if PROCESSING not in states.values() or left <= 0:
+            return states
+        time.sleep(min(POLL_SECONDS, left))
 
 
 def print_log(store, job_id: str, path: str, follow: bool) -> None:

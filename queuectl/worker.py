@@ -11,7 +11,7 @@ from . import executor, retry
 from .config import LiveConfig
 from .errors import QueuectlError
 from .home import QueueHome
-from .models import Job, Outcome
+from .models import STOP_CANCEL, STOP_FORCE, Job, Outcome
 from .pidfile import HOST, pid_alive
 from .repository import DB_ERRORS, Store
 from .timeutil import iso
@@ -31,10 +31,18 @@ class Flags:
 def record_outcome(store: Store, settings: dict, job: Job, holder: str, outcome: Outcome,
                    now: float) -> Optional[str]:
     """Apply one run's outcome to the job `holder` held; a verdict, or None if the job moved on."""
+    if outcome.cancelled:
+        return _cancelled(store, job, holder, now)
     if outcome.interrupted:
-        return "back to pending (run interrupted)" if store.release(job, holder, now) else None
-    if outcome.succeeded:
+        verdict = "back to pending (run interrupted)" if store.release(job, holder, now) else None
+    elif outcome.succeeded:
         return "completed" if store.mark_completed(job, holder, now) else None
+    else:
+        verdict = _failed(store, settings, job, holder, outcome, now)
+    return verdict or _cancelled(store, job, holder, now)
+
+
+def _failed(store: Store, settings: dict, job: Job, holder: str, outcome: Outcome, now: float) -> Optional[str]:
     run_at = retry.next_run_at(job.attempts, job.max_retries, settings["backoff_base"],
                                settings["backoff_max"], now)
     if run_at is None:
@@ -42,6 +50,12 @@ def record_outcome(store: Store, settings: dict, job: Job, holder: str, outcome:
         return f"dead after {job.attempts} run(s): {outcome.error}" if ok else None
     ok = store.mark_failed(job, holder, outcome.exit_code, outcome.error, run_at, now)
     return f"failed ({outcome.error}); retry in {run_at - now:g}s" if ok else None
+
+
+def _cancelled(store: Store, job: Job, holder: str, now: float) -> Optional[str]:
+    """Record the run as cancelled: the store refuses the other transitions of a job whose
+    cancel was requested, even when the run ended on its own just as the request came."""
+    return "cancelled" if store.mark_cancelled(job, holder, now) else None
 
 
 def recover_lost_job(store: Store, settings: dict, job: Job, now: float) -> Optional[str]:
@@ -76,11 +90,21 @@ class Worker:
             return False
         try:
             outcome = executor.run(job, self.home.log_path(job.id), self.worker_id,
-                                   lambda: self.flags.force, self._upkeep)
+                                   lambda: self._stop_reason(job), self._upkeep)
         except Exception as exc:  # the one catch-all: a bad job must never kill its worker
             outcome = Outcome(None, f"internal error: {exc}"[:1000])
         self._record(job, outcome)
         return True
+
+    def _stop_reason(self, job: Job) -> Optional[str]:
+        """Polled every executor tick while `job` runs (never for runs shorter than a tick):
+        why to stop it now, if at all. A cancel request reaches us from any pool this way."""
+        if self.flags.force:
+            return STOP_FORCE
+        try:
+            return STOP_CANCEL if self.store.cancel_requested(job) else None
+        except DB_ERRORS:
+            return None  # asked again at the next tick
 
     def _record(self, job: Job, outcome: Outcome) -> None:
         """Record the outcome and, in the same transaction, claim the next due job (one commit
@@ -123,7 +147,9 @@ class Worker:
         finally:
             try:
                 if self._claimed is not None:  # a stop came between that claim and its run
-                    self.store.release(self._claimed, self.worker_id, self.clock())
+                    claimed, now = self._claimed, self.clock()
+                    if not self.store.release(claimed, self.worker_id, now):  # its cancel was requested
+                        self.store.mark_cancelled(claimed, self.worker_id, now)
                 self.store.remove_worker(self.worker_id)
             except DB_ERRORS:
                 pass

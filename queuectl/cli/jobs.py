@@ -1,4 +1,4 @@
-"""Commands on jobs: enqueue, list, show, logs, wait, delete, purge."""
+"""Commands on jobs: enqueue, list, show, logs, wait, delete, purge, cancel."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,9 @@ from typing import Optional
 import click
 
 from .. import jobspec, render
-from ..models import FINISHED, STATES
-from ..timeutil import now, parse_duration
+from ..errors import Conflict, QueuectlError
+from ..models import COMPLETED, FINISHED, PROCESSING, STATES
+from ..timeutil import human_seconds, now, parse_duration
 from . import DEFAULT_PAGE, MAX_PAGE, App, cli, confirm, json_option, pass_app, yes_option
 
 
@@ -207,3 +208,47 @@ def remove_logs(app: App, ids: list) -> None:
             os.unlink(app.home.log_path(job_id))
         except FileNotFoundError:
             pass
+
+
+# -- cancelling --------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--timeout", metavar="S", default="10", show_default=True,
+              help="Wait at most S seconds for running jobs to stop (exit 1 if one has not).")
+@pass_app
+def cancel(app: App, job_ids: tuple, timeout: str) -> None:
+    """Cancel jobs, all or none: waiting ones go to the DLQ, running ones are stopped by their worker.
+
+    A running job's whole process group gets SIGTERM, then SIGKILL after a grace period; the
+    job becomes dead with last_error "cancelled" and the stopped run counts as an attempt.
+    Completed and dead jobs cannot be cancelled.
+
+    \b
+    Examples:
+      queuectl cancel job1 job2
+      queuectl cancel nightly --timeout 30
+    """
+    from ..watch import wait_while_processing
+
+    limit = parse_duration(timeout, "--timeout")
+    ids = app.resolve_ids(job_ids)
+    running = app.store.cancel(ids, now())
+    states = wait_while_processing(app.store, running, limit) if running else {}
+    _refuse_unstopped(ids, running, states, limit)
+    click.echo(f"Cancelled {len(ids)} job(s)")
+
+
+def _refuse_unstopped(ids: list, running: list, states: dict, limit: float) -> None:
+    """Exit 1 naming the running jobs that are not dead by now (the others stay cancelled)."""
+    others = ""
+    stuck = [job_id for job_id in running if states.get(job_id) == PROCESSING]
+    done = [job_id for job_id in running if states.get(job_id) == COMPLETED]
+    cancelled = len(ids) - len(stuck) - len(done)
+    if cancelled:
+        others = f"; the other {cancelled} job(s) were cancelled"
+    if stuck:
+        raise QueuectlError(f"job(s) still processing after {human_seconds(limit)}: {', '.join(stuck)};"
+                            f" the cancel request stays, and their worker stops them when it can{others}")
+    if done:
+        raise Conflict(f"job(s) completed before their run could be stopped: {', '.join(done)}{others}")
