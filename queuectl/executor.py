@@ -13,7 +13,7 @@ import subprocess
 import time
 from typing import Callable, Optional
 
-from .models import Job, Outcome
+from .models import CANCELLED, STOP_CANCEL, Job, Outcome
 from .timeutil import human_seconds
 
 GRACE_SECONDS = 3.0  # between SIGTERM and SIGKILL of what a run leaves
@@ -50,14 +50,14 @@ def become_subreaper() -> bool:
         return False
 
 
-def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], bool],
+def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], Optional[str]],
         tick: Callable[[], None]) -> Outcome:
     """Run `job.command` with /bin/sh -c in `job.cwd`, appending its output to `log_path`.
 
-    `interrupted()` is polled while the run goes on; when it turns true the run's whole process
-    group is killed and the Outcome says so. `tick()` (which must not raise) is called about every
-    TICK_SECONDS, in every wait, killing included. However the run ends, whatever it started is
-    killed before this returns (see `_end_run`).
+    `interrupted()` is polled while the run goes on; when it returns a reason (STOP_FORCE or
+    STOP_CANCEL) the run is stopped and the Outcome says why. `tick()` (which must not raise) is
+    called about every TICK_SECONDS, in every wait, killing included. However the run ends,
+    whatever it started is killed before this returns (see `_end_run`).
     """
     started = time.monotonic()
     try:
@@ -136,7 +136,7 @@ def _defer(log_path: str, line: str, size: Optional[int] = None) -> None:
     _DEFERRED.setdefault(log_path, []).append((line, size))
 
 
-def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Callable[[], bool],
+def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Callable[[], Optional[str]],
          tick: Callable[[], None]) -> Outcome:
     # This process exists to run jobs, so the run's variables go into its own environment:
     # much cheaper than building and encoding a fresh env mapping for every run.
@@ -154,6 +154,8 @@ def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Call
         ended = _wait(proc, job.timeout, interrupted, tick)
     finally:
         _end_run(proc, tick)
+    if ended == STOP_CANCEL:
+        return Outcome(None, CANCELLED, cancelled=True)
     if ended == "interrupted":
         return Outcome(None, "interrupted by a forced stop", interrupted=True)
     if ended == "timeout":
@@ -178,9 +180,9 @@ def _devnull() -> int:
     return _DEVNULL[0]
 
 
-def _wait(proc: subprocess.Popen, timeout: Optional[float], interrupted: Callable[[], bool],
+def _wait(proc: subprocess.Popen, timeout: Optional[float], interrupted: Callable[[], Optional[str]],
           tick: Callable[[], None]) -> str:
-    """'exited', 'timeout' or 'interrupted'; in the last two cases the run is still going."""
+    """'exited', 'timeout', 'interrupted' or STOP_CANCEL; in all but the first the run is still going."""
     deadline = time.monotonic() + float(timeout) if timeout else None
     pidfd = _pidfd(proc.pid)
     try:
@@ -188,8 +190,9 @@ def _wait(proc: subprocess.Popen, timeout: Optional[float], interrupted: Callabl
             slice_ = TICK_SECONDS if deadline is None else min(TICK_SECONDS, deadline - time.monotonic())
             if _exited(proc, pidfd, max(slice_, 0.0)):
                 return "exited"
-            if interrupted():
-                return "interrupted"
+            reason = interrupted()
+            if reason:
+                return STOP_CANCEL if reason == STOP_CANCEL else "interrupted"
             if deadline is not None and time.monotonic() >= deadline:
                 return "timeout"
             tick()

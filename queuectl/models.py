@@ -16,8 +16,9 @@ FAILED = "failed"
 DEAD = "dead"
 STATES = (PENDING, PROCESSING, COMPLETED, FAILED, DEAD)
 FINISHED = (COMPLETED, DEAD)
-WAITING = (PENDING, FAILED)
-DEFAULT_QUEUE = "default"  # states a worker may claim from once run_at has come
+WAITING = (PENDING, FAILED)  # states a worker may claim from once run_at has come
+DEFAULT_QUEUE = "default"
+CANCELLED = "cancelled"  # the last_error of a cancelled job
 
 
 class Job(NamedTuple):
@@ -81,15 +82,21 @@ class NewJob(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    """How one run ended. `interrupted` means a forced stop killed it: it does not count."""
+    """How one run ended. `interrupted` means a forced stop killed it: it does not count.
+    `cancelled` means `cancel` stopped it: it counts, and the job goes to the DLQ."""
 
     exit_code: Optional[int]
     error: Optional[str]
     interrupted: bool = False
+    cancelled: bool = False
 
     @property
     def succeeded(self) -> bool:
-        return self.exit_code == 0 and self.error is None and not self.interrupted
+        return self.exit_code == 0 and self.error is None and not self.interrupted and not self.cancelled
+
+
+STOP_FORCE = "force"  # why a run is stopped: a forced stop of its worker (the run does not count)
+STOP_CANCEL = "cancel"  # or `cancel` of its job (it counts)
 
 
 class WorkerInfo(NamedTuple):

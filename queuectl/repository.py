@@ -15,7 +15,8 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 from .errors import Conflict, DatabaseDamaged, NotFound, StoreError
 from .home import create_private
-from .models import COMPLETED, DEAD, FAILED, FINISHED, PENDING, PROCESSING, STATES, Job, QueueInfo, WorkerInfo
+from .models import (CANCELLED, COMPLETED, DEAD, FAILED, FINISHED, PENDING, PROCESSING, STATES, Job,
+                     QueueInfo, WorkerInfo)
 
 # Callers catch these to report a database failure with its path, without importing sqlite3.
 # They are the transient ones (busy, locked, full, I/O): a damaged file raises DatabaseDamaged.
@@ -29,6 +30,7 @@ JOB_COLUMNS = (
     "created_at, updated_at, exit_code, last_error, worker_id, started_at, queue"
 )
 WAITING = ("pending", "failed")
+_NOT_CANCELLED = " AND cancel_requested IS NULL"
 ALL_QUEUES = "*"  # the queues row of `pause` with no name: not a valid queue name, so no clash
 
 
@@ -222,8 +224,15 @@ CREATE TABLE queues (
 INSERT INTO queues (name) SELECT 'default' WHERE EXISTS (SELECT 1 FROM jobs);
 """
 
+# v5 (cancel): when `cancel` names a processing job, the time it asked; its worker polls this
+# during the run and stops it. Only ever set while the job is processing: every transition out
+# of processing clears it (Store._finish).
+_SCHEMA_V5 = """
+ALTER TABLE jobs ADD COLUMN cancel_requested REAL;
+"""
+
 # Each entry brings the schema from version N-1 to N; append, never edit.
-MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -841,12 +850,13 @@ class Store:
         return job._replace(state=PROCESSING, attempts=job.attempts + 1, worker_id=worker_id,
                             started_at=now, updated_at=now)
 
-    def _finish(self, job: Job, worker_id: str, assignments: str, params: tuple) -> bool:
-        """Apply one transition to a job this worker holds; False if it moved on meanwhile."""
+    def _finish(self, job: Job, worker_id: str, assignments: str, params: tuple, guard: str = "") -> bool:
+        """Apply one transition to a job this worker holds; False if it moved on meanwhile
+        (or `guard`, more SQL conditions, does not hold)."""
         with self._write():
             cursor = self._conn.execute(
-                f"UPDATE jobs SET {assignments}, worker_id = NULL"
-                " WHERE seq = ? AND state = 'processing' AND worker_id = ?",
+                f"UPDATE jobs SET {assignments}, worker_id = NULL, cancel_requested = NULL"
+                f" WHERE seq = ? AND state = 'processing' AND worker_id = ?{guard}",
                 (*params, job.seq, worker_id),
             )
         return cursor.rowcount == 1
@@ -861,17 +871,21 @@ class Store:
                              " WHERE seq IN (SELECT child FROM job_deps WHERE parent = ?)", (job.id,))
         return done
 
+    # mark_failed, mark_dead and release refuse (False) a job whose cancel was requested: the
+    # worker then records the run with mark_cancelled, so a cancel that comes as the run ends
+    # still wins over a retry. Only a success beats it.
+
     def mark_failed(self, job: Job, worker_id: str, exit_code: Optional[int], error: str,
                     run_at: float, now: float) -> bool:
         return self._finish(job, worker_id, "state = 'failed', exit_code = ?, last_error = ?,"
-                            " run_at = ?, updated_at = ?", (exit_code, error, run_at, now))
+                            " run_at = ?, updated_at = ?", (exit_code, error, run_at, now), _NOT_CANCELLED)
 
     def mark_dead(self, job: Job, worker_id: str, exit_code: Optional[int], error: str,
                   now: float) -> bool:
         """Dead (in the DLQ); in the same transaction, so is every job waiting for it, down the chain."""
         with self._write():
             done = self._finish(job, worker_id, "state = 'dead', exit_code = ?, last_error = ?,"
-                                " updated_at = ?", (exit_code, error, now))
+                                " updated_at = ?", (exit_code, error, now), _NOT_CANCELLED)
             if done:
                 self._bury_dependents([job.id], now)
         return done
@@ -879,7 +893,7 @@ class Store:
     def release(self, job: Job, worker_id: str, now: float) -> bool:
         """Give back a job whose run was killed by a forced stop: pending, attempt not counted."""
         return self._finish(job, worker_id, "state = 'pending', attempts = attempts - 1,"
-                            " updated_at = ?", (now,))
+                            " updated_at = ?", (now,), _NOT_CANCELLED)
 
     def processing_holders(self) -> list:
         """(job, pid, host, heartbeat_at) for every processing job; None where no worker row is left."""
@@ -903,6 +917,59 @@ class Store:
                 raise
             return [str(exc)]
         return [] if rows == ["ok"] else rows
+
+    # -- cancelling ------------------------------------------------------------------------
+
+    def cancel(self, ids: list, now: float) -> list:
+        """Cancel jobs, all or none: waiting ones go to the DLQ at once (cancel_waiting), running
+        ones get a request their workers act on (request_cancel). Returns the running ones' ids."""
+        with self._write():
+            states = self.states_of(ids)
+            for job_id in ids:
+                if job_id not in states:
+                    raise NotFound(f"no job with id {job_id!r}")
+                if states[job_id] in (COMPLETED, DEAD):
+                    raise Conflict(f"job {job_id} is {states[job_id]}; only pending, failed or"
+                                   " processing jobs can be cancelled; nothing was cancelled")
+            for job_id in ids:
+                if states[job_id] != PROCESSING:
+                    self.cancel_waiting(job_id, now)
+                else:
+                    self.request_cancel(job_id, now)
+        return [job_id for job_id in ids if states[job_id] == PROCESSING]
+
+    def cancel_waiting(self, job_id: str, now: float) -> bool:
+        """A pending or failed job to the DLQ: dead, "cancelled", attempts unchanged."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET state = 'dead', exit_code = NULL, last_error = ?, updated_at = ?"
+                " WHERE id = ? AND (state = 'pending' OR state = 'failed')", (CANCELLED, now, job_id))
+            if cursor.rowcount:
+                self._bury_dependents([job_id], now)
+        return cursor.rowcount == 1
+
+    def request_cancel(self, job_id: str, now: float) -> bool:
+        """Ask the worker of a processing job to stop its run (a repeated request keeps the first time)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET cancel_requested = coalesce(cancel_requested, ?)"
+                " WHERE id = ? AND state = 'processing'", (now, job_id))
+        return cursor.rowcount == 1
+
+    def cancel_requested(self, job: Job) -> bool:
+        """Whether `cancel` asked to stop this job's run: one rowid lookup, so workers can poll it."""
+        row = self._conn.execute("SELECT cancel_requested FROM jobs WHERE seq = ?", (job.seq,)).fetchone()
+        return row is not None and row[0] is not None
+
+    def mark_cancelled(self, job: Job, worker_id: str, now: float) -> bool:
+        """Record a run stopped by `cancel`: dead, "cancelled", exit_code null, the run counted;
+        in the same transaction, so is every job waiting for it, down the chain."""
+        with self._write():
+            done = self._finish(job, worker_id, "state = 'dead', exit_code = NULL, last_error = ?,"
+                                " updated_at = ?", (CANCELLED, now))
+            if done:
+                self._bury_dependents([job.id], now)
+        return done
 
     # -- workers ---------------------------------------------------------------------------
 

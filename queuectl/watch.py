@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Callable, Optional
 
-from .models import COMPLETED, FINISHED
+from .models import COMPLETED, FINISHED, PROCESSING
 from .render import plural, some
 
 POLL_SECONDS = 0.1
@@ -93,6 +93,18 @@ def _verdict(outcomes: dict) -> tuple:
     if failed:
         return 1, f"Not completed: {some([f'{j} ({outcomes[j]})' for j in failed])}"
     return 0, None
+
+
+def wait_while_processing(store, ids: list, timeout: float) -> dict:
+    """Poll until none of the jobs is processing, or for `timeout` seconds: {id: state} at the end
+    (jobs deleted meanwhile are left out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = store.states_of(ids)
+        left = deadline - time.monotonic()
+        if PROCESSING not in states.values() or left <= 0:
+            return states
+        time.sleep(min(POLL_SECONDS, left))
 
 
 def print_log(store, job_id: str, path: str, follow: bool, tail: Optional[int] = None,

@@ -11,7 +11,7 @@ from . import executor, retry
 from .config import LiveConfig
 from .errors import DatabaseDamaged, QueuectlError
 from .home import QueueHome
-from .models import Job, Outcome
+from .models import STOP_CANCEL, STOP_FORCE, Job, Outcome
 from .pidfile import HOST, is_pool_worker, pid_alive
 from .render import printable
 from .repository import DB_ERRORS, Store
@@ -37,10 +37,18 @@ class Flags:
 def record_outcome(store: Store, settings: dict, job: Job, holder: str, outcome: Outcome,
                    now: float) -> Optional[str]:
     """Apply one run's outcome to the job `holder` held; a verdict, or None if the job moved on."""
+    if outcome.cancelled:
+        return _cancelled(store, job, holder, now)
     if outcome.interrupted:
-        return f"back to pending ({outcome.error})" if store.release(job, holder, now) else None
-    if outcome.succeeded:
+        verdict = f"back to pending ({outcome.error})" if store.release(job, holder, now) else None
+    elif outcome.succeeded:
         return "completed" if store.mark_completed(job, holder, now) else None
+    else:
+        verdict = _failed(store, settings, job, holder, outcome, now)
+    return verdict or _cancelled(store, job, holder, now)
+
+
+def _failed(store: Store, settings: dict, job: Job, holder: str, outcome: Outcome, now: float) -> Optional[str]:
     run_at = retry.next_run_at(job.attempts, job.max_retries, settings["backoff_base"],
                                settings["backoff_max"], now)
     if run_at is None:
@@ -49,6 +57,12 @@ def record_outcome(store: Store, settings: dict, job: Job, holder: str, outcome:
         return f"dead after {runs}: {outcome.error}" if ok else None
     ok = store.mark_failed(job, holder, outcome.exit_code, outcome.error, run_at, now)
     return f"failed ({outcome.error}); retry in {run_at - now:g}s" if ok else None
+
+
+def _cancelled(store: Store, job: Job, holder: str, now: float) -> Optional[str]:
+    """Record the run as cancelled: the store refuses the other transitions of a job whose
+    cancel was requested, even when the run ended on its own just as the request came."""
+    return "cancelled" if store.mark_cancelled(job, holder, now) else None
 
 
 def recover_lost_job(store: Store, settings: dict, home: QueueHome, job: Job, now: float) -> Optional[str]:
@@ -88,7 +102,7 @@ class Worker:
             return False
         try:
             outcome = executor.run(job, self.home.log_path(job.id), self.worker_id,
-                                   lambda: self.flags.force, self._tick)
+                                   lambda: self._stop_reason(job), self._tick)
         except Exception as exc:  # the one catch-all: a bad job must never kill its worker
             outcome = Outcome(None, f"internal error: {exc}"[:1000])
         if executor.has_deferred_marks():
@@ -96,6 +110,16 @@ class Worker:
             self.say(f"the disk is full (see {self.home.logs_dir}); no new job until there is room")
         self._record(job, outcome)
         return True
+
+    def _stop_reason(self, job: Job) -> Optional[str]:
+        """Polled every executor tick while `job` runs (never for runs shorter than a tick):
+        why to stop it now, if at all. A cancel request reaches us from any pool this way."""
+        if self.flags.force:
+            return STOP_FORCE
+        try:
+            return STOP_CANCEL if self.store.cancel_requested(job) else None
+        except (*DB_ERRORS, QueuectlError):
+            return None  # asked again at the next tick
 
     def _record(self, job: Job, outcome: Outcome) -> None:
         verdict = self._record_patiently(job, outcome)
@@ -190,7 +214,9 @@ class Worker:
             executor.write_deferred_marks()
             try:
                 if self._claimed is not None:  # a stop came between that claim and its run
-                    self.store.release(self._claimed, self.worker_id, self.clock())
+                    claimed, now = self._claimed, self.clock()
+                    if not self.store.release(claimed, self.worker_id, now):  # its cancel was requested
+                        self.store.mark_cancelled(claimed, self.worker_id, now)
                 self.store.remove_worker(self.worker_id)
             except (*DB_ERRORS, QueuectlError):
                 pass

@@ -1,4 +1,4 @@
-"""Commands on jobs: enqueue, list, show, logs, wait, delete, purge."""
+"""Commands on jobs: enqueue, list, show, logs, wait, delete, purge, cancel."""
 from __future__ import annotations
 
 import os
@@ -8,9 +8,9 @@ from typing import Optional
 import click
 
 from .. import jobspec, render
-from ..errors import BadInput
-from ..models import FAILED, FINISHED, PENDING, PROCESSING, STATES
-from ..timeutil import now, parse_duration
+from ..errors import BadInput, Conflict, QueuectlError
+from ..models import COMPLETED, FAILED, FINISHED, PENDING, PROCESSING, STATES
+from ..timeutil import human_seconds, now, parse_duration
 from . import DEFAULT_PAGE, MAX_PAGE, App, cli, confirm, json_option, pass_app, yes_option
 
 # Progress bars (stderr, a terminal only) start at these sizes: below them the work is quick.
@@ -321,3 +321,47 @@ def remove_logs(app: App, ids: list) -> None:
                 update(100)
         if update is not None:
             update(len(ids) % 100)
+
+
+# -- cancelling --------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--timeout", metavar="S", default="10", show_default=True,
+              help="Wait at most S seconds for running jobs to stop (exit 1 if one has not).")
+@pass_app
+def cancel(app: App, job_ids: tuple, timeout: str) -> None:
+    """Cancel jobs, all or none: waiting ones go to the DLQ, running ones are stopped by their worker.
+
+    A running job's whole process group gets SIGTERM, then SIGKILL after a grace period; the
+    job becomes dead with last_error "cancelled" and the stopped run counts as an attempt.
+    Completed and dead jobs cannot be cancelled.
+
+    \b
+    Examples:
+      queuectl cancel job1 job2
+      queuectl cancel nightly --timeout 30
+    """
+    from ..watch import wait_while_processing
+
+    limit = parse_duration(timeout, "--timeout")
+    ids = app.resolve_ids(job_ids)
+    running = app.store.cancel(ids, now())
+    states = wait_while_processing(app.store, running, limit) if running else {}
+    _refuse_unstopped(ids, running, states, limit)
+    click.echo(f"Cancelled {render.plural(len(ids), 'job')}")
+
+
+def _refuse_unstopped(ids: list, running: list, states: dict, limit: float) -> None:
+    """Exit 1 naming the running jobs that are not dead by now (the others stay cancelled)."""
+    others = ""
+    stuck = [job_id for job_id in running if states.get(job_id) == PROCESSING]
+    done = [job_id for job_id in running if states.get(job_id) == COMPLETED]
+    cancelled = len(ids) - len(stuck) - len(done)
+    if cancelled:
+        others = f"; the other {render.plural(cancelled, 'job')} cancelled"
+    if stuck:
+        raise QueuectlError(f"still processing after {human_seconds(limit)}: {', '.join(stuck)};"
+                            f" the cancel request stays, and their worker stops them when it can{others}")
+    if done:
+        raise Conflict(f"completed before the run could be stopped: {', '.join(done)}{others}")
