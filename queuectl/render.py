@@ -67,3 +67,20 @@ def workers_table(workers: list) -> str:
     rows = [(w.pid, w.pool_id, w.host, w.job_id or "(idle)", short_iso(w.job_since or w.started_at))
             for w in workers]
     return table(rows, ["PID", "POOL", "HOST", "JOB", "SINCE (UTC)"])
+
+
+clip = _clip
+SHOWN_RUNS = 20  # `show` lists the last runs; `show --json` all of them
+
+
+def runs_table(runs: list) -> str:
+    from .stats import human
+
+    shown = runs[-SHOWN_RUNS:]
+    rows = [(run.attempt, short_iso(run.started_at), human(run.ended_at - run.started_at), run.outcome,
+             "-" if run.exit_code is None else run.exit_code, _clip(run.worker, 24), _clip(run.error, 50))
+            for run in shown]
+    text = table(rows, ["RUN", "STARTED (UTC)", "TOOK", "OUTCOME", "EXIT", "WORKER", "ERROR"])
+    if len(runs) > len(shown):
+        text = f"({len(runs) - len(shown)} earlier runs not shown; `show --json` lists them all)\n" + text
+    return text

@@ -13,7 +13,8 @@ from typing import Iterable, Iterator, Optional
 
 from .errors import Conflict, NotFound, StoreError
 from .home import create_private
-from .models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, Job, WorkerInfo
+from . import stats
+from .models import COMPLETED, DEAD, FAILED, FAILED_RUNS, PENDING, PROCESSING, STATES, Job, Run, WorkerInfo
 
 # Callers catch these to report a database failure with its path, without importing sqlite3.
 DB_ERRORS = (sqlite3.Error,)
@@ -150,8 +151,64 @@ _SCHEMA_V3 = """
 ALTER TABLE workers ADD COLUMN home TEXT NOT NULL DEFAULT '';
 """
 
+# v4: run history. One row per run in `runs`, written in the same transaction as the job's
+# transition, and deleted with its job (by the trigger, so every way of deleting jobs takes
+# them). `stats` and `metrics` read aggregates kept up to date in that same transaction, so
+# their cost does not grow with the number of runs: per minute (kept RETENTION_MINUTES) and in
+# total (never decreased: Prometheus counters). Histograms are JSON objects {bucket: count},
+# bucket being an index into stats.EDGES. Every table has a queue column for named queues.
+_SCHEMA_V4 = """
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY,
+    job_seq     INTEGER NOT NULL,  -- jobs.seq of the job that ran
+    queue       TEXT NOT NULL DEFAULT 'default',
+    attempt     INTEGER NOT NULL,
+    worker      TEXT,
+    host        TEXT,
+    started_at  REAL NOT NULL,
+    ended_at    REAL NOT NULL,
+    outcome     TEXT NOT NULL,
+    exit_code   INTEGER,
+    error       TEXT,
+    output_tail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX runs_of_job ON runs (job_seq);
+CREATE TRIGGER runs_go_with_their_job AFTER DELETE ON jobs BEGIN
+    DELETE FROM runs WHERE job_seq = OLD.seq;
+END;
+CREATE TABLE run_minutes (
+    minute       INTEGER NOT NULL,  -- epoch minute the runs ended in
+    queue        TEXT NOT NULL DEFAULT 'default',
+    outcome      TEXT NOT NULL,
+    runs         INTEGER NOT NULL,
+    duration_sum REAL NOT NULL,
+    duration_max REAL NOT NULL,
+    wait_max     REAL NOT NULL,
+    durations    TEXT NOT NULL,  -- histogram of run durations
+    waits        TEXT NOT NULL,  -- histogram of waits from due to start
+    PRIMARY KEY (minute, queue, outcome)
+);
+-- Failed runs per minute by command (a hash of it), for "the commands that fail most".
+CREATE TABLE run_failures (
+    minute       INTEGER NOT NULL,
+    queue        TEXT NOT NULL DEFAULT 'default',
+    command_hash INTEGER NOT NULL,
+    failures     INTEGER NOT NULL,
+    command      TEXT NOT NULL,  -- its first COMMAND_CHARS characters
+    PRIMARY KEY (minute, queue, command_hash)
+);
+CREATE TABLE run_totals (
+    queue        TEXT NOT NULL DEFAULT 'default',
+    outcome      TEXT NOT NULL,
+    runs         INTEGER NOT NULL,
+    duration_sum REAL NOT NULL,
+    durations    TEXT NOT NULL,
+    PRIMARY KEY (queue, outcome)
+);
+"""
+
 # Each entry brings the schema from version N-1 to N; append, never edit.
-MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -171,6 +228,7 @@ class Store:
         self._conn = conn
         self.path = path
         self._depth = 0  # nesting of _write(): only the outermost begins and commits
+        self._kept_minute: Optional[int] = None  # when record_run last dropped old aggregates
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -466,6 +524,86 @@ class Store:
         return self._select(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'processing' AND worker_id = ?", (worker_id,))
 
+    # -- run history ------------------------------------------------------------------------
+
+    def record_run(self, job: Job, run: Run, queue: str = "default") -> None:
+        """Record one finished run of `job` and count it in the aggregates; call it in the
+        transaction of the job's transition, so history and job never disagree."""
+        duration = max(0.0, run.ended_at - run.started_at)
+        wait = max(0.0, run.started_at - job.run_at)
+        minute = int(run.ended_at // 60)
+        params = {
+            "seq": job.seq, "queue": queue, "attempt": run.attempt, "worker": run.worker,
+            "host": run.host, "started": run.started_at, "ended": run.ended_at,
+            "outcome": run.outcome, "exit_code": run.exit_code, "error": run.error,
+            "tail": run.output_tail, "minute": minute, "duration": duration, "wait": wait,
+            "dpath": f'$."{stats.bucket(duration)}"', "wpath": f'$."{stats.bucket(wait)}"',
+        }
+        with self._write() as conn:
+            conn.execute(_RUN_INSERT, params)
+            conn.execute(_MINUTE_UPSERT, params)
+            conn.execute(_TOTAL_UPSERT, params)
+            if run.outcome in FAILED_RUNS:
+                params.update(hash=_command_hash(job.command), command=job.command[:COMMAND_CHARS])
+                conn.execute(_FAILURE_UPSERT, params)
+            if minute != self._kept_minute:  # once a minute: drop aggregates past retention
+                self._kept_minute = minute
+                for table in ("run_minutes", "run_failures"):
+                    conn.execute(f"DELETE FROM {table} WHERE minute < ?", (minute - RETENTION_MINUTES,))
+
+    def runs_of(self, job: Job) -> list:
+        """The job's runs, oldest first."""
+        rows = self._conn.execute(
+            "SELECT attempt, worker, host, started_at, ended_at, outcome, exit_code, error, output_tail"
+            " FROM runs WHERE job_seq = ? ORDER BY id", (job.seq,))
+        return [Run(*row) for row in rows]
+
+    def run_window(self, since: float, queue: Optional[str] = None) -> "stats.Window":
+        """The runs that ended from the minute of `since` on, summed from per-minute aggregates."""
+        where = "minute >= ?" + (" AND queue = ?" if queue is not None else "")
+        params = (int(since // 60),) + ((queue,) if queue is not None else ())
+        by_outcome, total, longest, waited = {}, 0.0, 0.0, 0.0
+        for outcome, runs, duration_sum, duration_max, wait_max in self._conn.execute(
+                "SELECT outcome, sum(runs), sum(duration_sum), max(duration_max), max(wait_max)"
+                f" FROM run_minutes WHERE {where} GROUP BY outcome", params):
+            by_outcome[outcome] = runs
+            total += duration_sum
+            longest, waited = max(longest, duration_max), max(waited, wait_max)
+        histograms = [
+            dict((int(key), n) for key, n in self._conn.execute(
+                f"SELECT h.key, sum(h.value) FROM run_minutes, json_each(run_minutes.{column}) AS h"
+                f" WHERE {where} GROUP BY h.key", params))
+            for column in ("durations", "waits")
+        ]
+        return stats.Window(by_outcome, histograms[0], total, longest, histograms[1], waited)
+
+    def failing_commands(self, since: float, queue: Optional[str] = None, limit: int = 5) -> list:
+        """[(command, failed runs)] of the commands with the most failed runs from `since` on."""
+        where = "minute >= ?" + (" AND queue = ?" if queue is not None else "")
+        params = (int(since // 60),) + ((queue,) if queue is not None else ())
+        return [tuple(row) for row in self._conn.execute(
+            f"SELECT command, sum(failures) AS n FROM run_failures WHERE {where}"
+            " GROUP BY command_hash ORDER BY n DESC, command LIMIT ?", (*params, limit))]
+
+    def run_totals(self) -> list:
+        """[(queue, outcome, runs, duration_sum, durations histogram)] since the queue began:
+        deleting or purging jobs never lowers them."""
+        import json
+
+        rows = self._conn.execute("SELECT queue, outcome, runs, duration_sum, durations FROM run_totals"
+                                  " ORDER BY queue, outcome")
+        return [(queue, outcome, runs, total, stats.merge({}, json.loads(histogram)))
+                for queue, outcome, runs, total, histogram in rows]
+
+    def oldest_due(self, now: float) -> Optional[float]:
+        """Seconds the longest-waiting due job has waited since its run_at; None if none is due."""
+        earliest = self.next_run_at()
+        return None if earliest is None or earliest > now else now - earliest
+
+    def paused_queues(self) -> dict:
+        """{queue: paused?} for the queues with settings: none until queues can be paused."""
+        return {}
+
     # -- workers ---------------------------------------------------------------------------
 
     def register_worker(self, worker_id: str, pid: int, pool_id: str, host: str, home: str,
@@ -515,6 +653,46 @@ def _insert_rows(conn: sqlite3.Connection, verb: str, rows: list) -> None:
         conn.executemany(many, (tuple(chain.from_iterable(rows[i:i + per])) for i in range(0, full, per)))
     if full < len(rows):
         conn.executemany(f"{verb} INTO jobs {_INSERT_COLUMNS} VALUES {one}", rows[full:])
+
+
+RETENTION_MINUTES = 31 * 24 * 60  # per-minute aggregates kept (what `stats --since` can cover)
+COMMAND_CHARS = 500  # of a failing command, kept for `stats`
+_RUN_INSERT = (
+    "INSERT INTO runs (job_seq, queue, attempt, worker, host, started_at, ended_at, outcome,"
+    " exit_code, error, output_tail) VALUES (:seq, :queue, :attempt, :worker,"
+    " coalesce(:host, (SELECT host FROM workers WHERE worker_id = :worker)),"
+    " :started, :ended, :outcome, :exit_code, :error, :tail)"
+)
+_MINUTE_UPSERT = (
+    "INSERT INTO run_minutes (minute, queue, outcome, runs, duration_sum, duration_max, wait_max,"
+    " durations, waits) VALUES (:minute, :queue, :outcome, 1, :duration, :duration, :wait,"
+    " json_set('{}', :dpath, 1), json_set('{}', :wpath, 1))"
+    " ON CONFLICT (minute, queue, outcome) DO UPDATE SET runs = runs + 1,"
+    " duration_sum = duration_sum + :duration, duration_max = max(duration_max, :duration),"
+    " wait_max = max(wait_max, :wait),"
+    " durations = json_set(durations, :dpath, coalesce(json_extract(durations, :dpath), 0) + 1),"
+    " waits = json_set(waits, :wpath, coalesce(json_extract(waits, :wpath), 0) + 1)"
+)
+_TOTAL_UPSERT = (
+    "INSERT INTO run_totals (queue, outcome, runs, duration_sum, durations)"
+    " VALUES (:queue, :outcome, 1, :duration, json_set('{}', :dpath, 1))"
+    " ON CONFLICT (queue, outcome) DO UPDATE SET runs = runs + 1,"
+    " duration_sum = duration_sum + :duration,"
+    " durations = json_set(durations, :dpath, coalesce(json_extract(durations, :dpath), 0) + 1)"
+)
+_FAILURE_UPSERT = (
+    "INSERT INTO run_failures (minute, queue, command_hash, failures, command)"
+    " VALUES (:minute, :queue, :hash, 1, :command)"
+    " ON CONFLICT (minute, queue, command_hash) DO UPDATE SET failures = failures + 1"
+)
+
+
+def _command_hash(command: str) -> int:
+    """A stable 64-bit hash (Python's hash() differs between processes)."""
+    import hashlib
+
+    digest = hashlib.blake2b(command.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _refuse_repeats(ids: list) -> None:

@@ -11,7 +11,7 @@ from . import executor, retry
 from .config import LiveConfig
 from .errors import QueuectlError
 from .home import QueueHome
-from .models import Job, Outcome
+from .models import Job, Outcome, Run
 from .pidfile import HOST, pid_alive
 from .repository import DB_ERRORS, Store
 from .timeutil import iso
@@ -30,7 +30,25 @@ class Flags:
 
 def record_outcome(store: Store, settings: dict, job: Job, holder: str, outcome: Outcome,
                    now: float) -> Optional[str]:
-    """Apply one run's outcome to the job `holder` held; a verdict, or None if the job moved on."""
+    """Apply one run's outcome to the job `holder` held, and record the run in the same
+    transaction; a verdict, or None if the job moved on (then the run is not recorded: the
+    worker that took the job back recorded it as lost)."""
+    with store.transaction():
+        verdict = _transition(store, settings, job, holder, outcome, now)
+        if verdict is not None:
+            store.record_run(job, _run_record(job, holder, outcome, now))
+    return verdict
+
+
+def _run_record(job: Job, holder: str, outcome: Outcome, now: float) -> Run:
+    kind = outcome.run_outcome
+    host = None if kind == "lost" else HOST  # a lost run's host is its worker's (see record_run)
+    return Run(job.attempts, holder, host, job.started_at or now, now, kind, outcome.exit_code,
+               outcome.error, outcome.tail)
+
+
+def _transition(store: Store, settings: dict, job: Job, holder: str, outcome: Outcome,
+                now: float) -> Optional[str]:
     if outcome.interrupted:
         return "back to pending (run interrupted)" if store.release(job, holder, now) else None
     if outcome.succeeded:
@@ -44,10 +62,12 @@ def record_outcome(store: Store, settings: dict, job: Job, holder: str, outcome:
     return f"failed ({outcome.error}); retry in {run_at - now:g}s" if ok else None
 
 
-def recover_lost_job(store: Store, settings: dict, job: Job, now: float) -> Optional[str]:
+def recover_lost_job(store: Store, settings: dict, job: Job, now: float,
+                     log_path: Optional[str] = None) -> Optional[str]:
     """A job whose worker died: stop what is left of its run, then count it as a failed run."""
     executor.kill_strays(job.worker_id)
-    return record_outcome(store, settings, job, job.worker_id, Outcome(None, LOST), now)
+    tail = executor.log_tail(log_path, job) if log_path else ""
+    return record_outcome(store, settings, job, job.worker_id, Outcome(None, LOST, kind="lost", tail=tail), now)
 
 
 class Worker:
@@ -170,7 +190,8 @@ class Worker:
         for job, pid, host, heartbeat_at in self.store.processing_holders():
             if job.worker_id == self.worker_id or not _is_lost(pid, host, heartbeat_at, now, lease):
                 continue
-            verdict = recover_lost_job(self.store, self.config.current(), job, self.clock())
+            verdict = recover_lost_job(self.store, self.config.current(), job, self.clock(),
+                                       self.home.log_path(job.id))
             if verdict:
                 self.say(f"job {job.id} of lost worker {job.worker_id}: {verdict}")
             self.store.remove_worker(job.worker_id)

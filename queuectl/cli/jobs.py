@@ -116,17 +116,21 @@ def list_(app: App, state: Optional[str], limit: int, as_json: bool) -> None:
 @json_option
 @pass_app
 def show(app: App, job_id: str, as_json: bool) -> None:
-    """Show one job in full, with its log file's path.
+    """Show one job in full, with its runs and its log file's path.
 
     \b
     Example:
       queuectl show job1
     """
     job = app.store.get(app.resolve_ids((job_id,))[0])
+    runs = app.store.runs_of(job)
     if as_json:
-        render.emit_json(job.to_dict())
-    else:
-        click.echo(render.job_detail(job, app.home.log_path(job.id)))
+        render.emit_json({**job.to_dict(), "runs": [run.to_dict() for run in runs],
+                          "log": app.home.log_path(job.id)})
+        return
+    click.echo(render.job_detail(job, app.home.log_path(job.id)))
+    click.echo()
+    click.echo(render.runs_table(runs) if runs else "No runs yet.")
 
 
 @cli.command()
