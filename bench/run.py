@@ -579,6 +579,146 @@ def m7_claim(cfg: Config, scratch: Scratch, big_db: dict) -> list:
     return rows
 
 
+# -- run history: stats and metrics at a million runs, the drain's cost, the database's size -------
+
+def build_runs(home: str, runs: int, span: float, tail: str = "ok\n") -> float:
+    """`runs` run records ending over the last `span` seconds, with their aggregates, in bulk SQL
+    (as the workers would have left them: uniform durations 0-100 s, waits 0-10 s, 1 in 10
+    failed, over 50 commands); returns seconds taken."""
+    from queuectl.home import QueueHome
+    from queuectl.repository import Store
+    from queuectl.stats import EDGES
+
+    started = time.perf_counter()
+    db = QueueHome(home).ensure().db_path
+    Store.open(db).close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute("CREATE TEMP TABLE edges (i INTEGER PRIMARY KEY, edge REAL UNIQUE)")
+    conn.executemany("INSERT INTO edges VALUES (?, ?)", enumerate(EDGES))
+    conn.execute(
+        "CREATE TEMP TABLE gen AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :runs)"
+        " SELECT i, :now - :span * i / :runs AS ended, (abs(random()) % 100000) / 1000.0 AS took,"
+        " (abs(random()) % 10000) / 1000.0 AS waited,"
+        " CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'completed' END AS outcome FROM n",
+        {"runs": runs, "now": time.time(), "span": span})
+    conn.execute(
+        "INSERT INTO runs (job_seq, attempt, worker, host, started_at, ended_at, outcome, exit_code, error,"
+        " output_tail) SELECT i, 1, 'bench-worker', 'bench', ended - took, ended, outcome,"
+        " CASE outcome WHEN 'failed' THEN 1 ELSE 0 END,"
+        " CASE outcome WHEN 'failed' THEN 'exit code 1: it failed' END, ? FROM gen", (tail,))
+    seek = "coalesce((SELECT i FROM edges WHERE edge >= {} ORDER BY edge LIMIT 1), {})".format
+    conn.execute(
+        f"CREATE TEMP TABLE b AS SELECT CAST(ended / 60 AS INTEGER) AS minute, outcome, took, waited,"
+        f" i % 50 AS command, {seek('took', len(EDGES))} AS db, {seek('waited', len(EDGES))} AS wb FROM gen")
+    for column in ("db", "wb"):
+        conn.execute(
+            f"CREATE TEMP TABLE h{column} AS SELECT minute, outcome, json_group_object(CAST({column} AS TEXT), n) AS j"
+            f" FROM (SELECT minute, outcome, {column}, count(*) AS n FROM b GROUP BY minute, outcome, {column})"
+            " GROUP BY minute, outcome")
+    conn.execute(
+        "INSERT INTO run_minutes SELECT a.minute, 'default', a.outcome, a.runs, a.s, a.m, a.w, hdb.j, hwb.j"
+        " FROM (SELECT minute, outcome, count(*) AS runs, sum(took) AS s, max(took) AS m, max(waited) AS w"
+        "       FROM b GROUP BY minute, outcome) AS a"
+        " JOIN hdb USING (minute, outcome) JOIN hwb USING (minute, outcome)")
+    conn.execute(
+        "INSERT INTO run_totals SELECT 'default', a.outcome, a.runs, a.s, h.j"
+        " FROM (SELECT outcome, count(*) AS runs, sum(took) AS s FROM b GROUP BY outcome) AS a"
+        " JOIN (SELECT outcome, json_group_object(CAST(db AS TEXT), n) AS j"
+        "       FROM (SELECT outcome, db, count(*) AS n FROM b GROUP BY outcome, db) GROUP BY outcome) AS h"
+        " USING (outcome)")
+    conn.execute(
+        "INSERT INTO run_failures SELECT minute, 'default', command, count(*), 'failing command ' || command"
+        " FROM b WHERE outcome = 'failed' GROUP BY minute, command")
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return time.perf_counter() - started
+
+
+def m8_history(cfg: Config, scratch: Scratch) -> list:
+    n = cfg.big_rows
+    rows = []
+    for label, span in (("in the last hour", 3300.0), ("over 30 days", 30 * 86400.0)):
+        home = fresh_home(scratch, "history")
+        cwd = os.path.dirname(home)
+        build_db(home, 100_000)  # jobs waiting, so that status and the `now` figures have work
+        empty = os.path.getsize(os.path.join(home, "queue.db"))
+        seconds = build_runs(home, n, span)
+        grown = os.path.getsize(os.path.join(home, "queue.db")) - empty
+        print(f"   (built {n:,} runs {label} in {seconds:.1f} s; the database grew {grown / 1e6:.0f} MB)", flush=True)
+        total = json.loads(run(qctl(home, "stats", "--since", "31d", "--json"), cwd).stdout)["runs"]["total"]
+        if total != n:
+            raise BenchError(f"stats counts {total} runs, not {n}")
+        argvs = {"status": qctl(home, "status"), "stats": qctl(home, "stats"),
+                 "stats --json": qctl(home, "stats", "--json"), "metrics": qctl(home, "metrics")}
+        if span > 86400:
+            argvs = {"status": argvs["status"], "stats --since 30d": qctl(home, "stats", "--since", "30d")}
+        for argv in argvs.values():
+            run(argv, cwd)
+        times: dict = {name: [] for name in argvs}
+        for _ in range(cfg.read_runs):
+            order = list(argvs)
+            random.shuffle(order)
+            for name in order:
+                times[name].append(timed(argvs[name], cwd))
+        for name in argvs:
+            if name == "status":
+                continue
+            ratio = paired_ratio(times[name], times["status"])
+            dense = span < 86400
+            rows.append(Row(f"8. `{name}`, {n:,} runs {label}", times[name], times["status"], ratio,
+                            "≤ 2×" if dense else "(report)", ratio <= 2.0 if dense else None, fmt_ms,
+                            "baseline: `status` on the same database (100,000 jobs waiting)"))
+        if span < 86400:
+            rows.append(Row(f"8'. database growth per {n:,} runs (MB; 3-byte output tails)", [grown / 1e6], None,
+                            None, "(report)", None, lambda x: f"{x:,.0f} MB"))
+    # The other end: every run keeping a full 4 KiB tail (measured on 20,000, scaled to a million).
+    home = fresh_home(scratch, "history-tails")
+    build_db(home, 1000)
+    before = os.path.getsize(os.path.join(home, "queue.db"))
+    build_runs(home, 20_000, 3000.0, tail="x" * 4095 + "\n")
+    per_million = (os.path.getsize(os.path.join(home, "queue.db")) - before) / 20_000 * 1e6
+    rows.append(Row("8''. database growth per 1,000,000 runs with 4 KiB output tails (MB)", [per_million / 1e6],
+                    None, None, "(report)", None, lambda x: f"{x:,.0f} MB", "measured on 20,000 runs, scaled"))
+    return rows
+
+
+BASE_SRC: list = []  # --base-src: a checkout of queuectl without run history, for measure 9
+
+
+def m9_drain_recording(cfg: Config, scratch: Scratch) -> list:
+    if not BASE_SRC:
+        raise BenchError("measure 9 needs --base-src PATH: a checkout to compare with "
+                         "(git worktree add /tmp/base main)")
+    import queuectl
+
+    ours_src = os.path.dirname(os.path.dirname(os.path.abspath(queuectl.__file__)))
+    n = cfg.drain_jobs
+    where = scratch.new("drain9-input")
+    jobs = write(os.path.join(where, "jobs.jsonl"), "".join('{"command": "true"}\n' for _ in range(n)))
+
+    def drain(src: str) -> Callable[[], float]:
+        env = {**ENV, "PYTHONPATH": src}
+
+        def once() -> float:
+            home = fresh_home(scratch, "drain9")
+            cwd = os.path.dirname(home)
+            argv = lambda *args: [sys.executable, "-m", "queuectl", "--home", home, *args]  # noqa: E731
+            run(argv("enqueue", "--file", jobs), cwd, env=env)
+            seconds = timed(argv("worker", "start", "--count", "2", "--burst"), cwd, timeout=600, env=env)
+            done = json.loads(run(argv("status", "--json"), cwd, env=env).stdout)["completed"]
+            if done != n:
+                raise BenchError(f"drain ({src}): {done} of {n} completed")
+            return n / seconds
+        return once
+
+    mine, theirs = alternate(cfg.drain_runs, drain(ours_src), drain(BASE_SRC[0]))
+    ratio = paired_ratio(mine, theirs)
+    return [Row(f"9. drain {n:,} `true` jobs, 2 workers, recording runs (jobs/s)", mine, theirs, ratio,
+                "≥ 0.95×", ratio >= 0.95, fmt_rate, f"baseline: the same drain by {BASE_SRC[0]} (no run history)")]
+
+
 def warm_up(scratch: Scratch) -> None:
     """Run each code path once, so that its bytecode is cached before anything is timed."""
     home = fresh_home(scratch, "warm-up")
@@ -588,6 +728,8 @@ def warm_up(scratch: Scratch) -> None:
     run(qctl(home, "status"), cwd)
     try:
         run(qctl(home, "worker", "start", "--burst"), cwd, timeout=60)
+        run(qctl(home, "stats"), cwd)
+        run(qctl(home, "metrics"), cwd)
         start_pool(home, 1)
     finally:
         stop_pools(home)
@@ -701,6 +843,8 @@ MEASURES = {
     5: ("idle CPU", m5_idle_cpu),
     6: ("status/list at size", m6_read_big),
     7: ("claim cost at size", m7_claim),
+    8: ("stats and metrics at a million runs", m8_history),
+    9: ("drain with run history vs without", m9_drain_recording),
 }
 
 
@@ -710,13 +854,17 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated measure numbers, e.g. 1,4")
     parser.add_argument("--json", metavar="PATH", help="also write every sample to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    parser.add_argument("--base-src", metavar="PATH", help="measure 9's baseline: a checkout without run history")
     args = parser.parse_args()
+    if args.base_src:
+        BASE_SRC.append(os.path.abspath(args.base_src))
     if not os.access(QUEUECTL, os.X_OK):
         print(f"no queuectl console script at {QUEUECTL}: install queuectl into this Python's venv",
               file=sys.stderr)
         return 2
     cfg = QUICK if args.quick else FULL
-    chosen = sorted(int(x) for x in args.only.split(",")) if args.only else sorted(MEASURES)
+    chosen = (sorted(int(x) for x in args.only.split(",")) if args.only
+              else sorted(m for m in MEASURES if m != 9 or BASE_SRC))
     scratch = Scratch(args.keep)
     ENV.pop("PYTHONDONTWRITEBYTECODE", None)
     ENV["PYTHONPYCACHEPREFIX"] = scratch.new("pycache")
