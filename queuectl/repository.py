@@ -187,7 +187,7 @@ CREATE TABLE run_minutes (
     durations    TEXT NOT NULL,  -- histogram of run durations
     waits        TEXT NOT NULL,  -- histogram of waits from due to start
     PRIMARY KEY (minute, queue, outcome)
-);
+) WITHOUT ROWID;
 -- Failed runs per minute by command (a hash of it), for "the commands that fail most".
 CREATE TABLE run_failures (
     minute       INTEGER NOT NULL,
@@ -204,7 +204,7 @@ CREATE TABLE run_totals (
     duration_sum REAL NOT NULL,
     durations    TEXT NOT NULL,
     PRIMARY KEY (queue, outcome)
-);
+) WITHOUT ROWID;
 """
 
 # Each entry brings the schema from version N-1 to N; append, never edit.
