@@ -145,3 +145,11 @@ def test_output_into_a_missing_directory_fails_cleanly(home, tmp_path):
     assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "nowhere").exists()
+    assert str(tmp_path / "nowhere" / "q.prom") in result.stderr  # the file asked for, not a temporary name
+
+
+@pytest.mark.parametrize("target", ["", "dir"])
+def test_output_must_name_a_file(home, tmp_path, target):
+    result = run_cli(home, "metrics", "--output", str(tmp_path) if target else "")
+    assert result.returncode == 2 and result.stderr.startswith("Error: invalid --output")
+    assert os.listdir(tmp_path) == ["qhome"]

@@ -6,7 +6,7 @@ from typing import Optional
 import click
 
 from .. import render
-from ..errors import BadInput
+from ..errors import BadInput, QueuectlError
 from ..timeutil import iso, now
 from . import App, cli, json_option, pass_app
 
@@ -163,8 +163,13 @@ def _write_atomically(path: str, text: str) -> None:
     import os
     import tempfile
 
+    if not path or path.endswith(os.sep) or os.path.isdir(path):
+        raise BadInput(f"invalid --output {path!r}: give a file name, e.g. /var/lib/node_exporter/textfile/queuectl.prom")
     directory, name = os.path.split(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise QueuectlError(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
