@@ -154,9 +154,33 @@ ALTER TABLE workers ADD COLUMN home TEXT NOT NULL DEFAULT '';
 # v4: run history. One row per run in `runs`, written in the same transaction as the job's
 # transition, and deleted with its job (by the trigger, so every way of deleting jobs takes
 # them). `stats` and `metrics` read aggregates kept up to date in that same transaction, so
-# their cost does not grow with the number of runs: per minute (kept RETENTION_MINUTES) and in
-# total (never decreased: Prometheus counters). Histograms are JSON objects {bucket: count},
-# bucket being an index into stats.EDGES. Every table has a queue column for named queues.
+# their cost does not grow with the number of runs: per minute and per hour (a window is its
+# first partial hour in minutes, then whole hours; both kept RETENTION_MINUTES), and in total
+# (never decreased: Prometheus counters). Histograms are JSON objects {bucket: count}, bucket
+# being an index into stats.EDGES. Every table has a queue column for named queues.
+_RUN_PERIOD = """
+CREATE TABLE run_{unit}s (
+    {unit}       INTEGER NOT NULL,  -- epoch {unit} the runs ended in
+    queue        TEXT NOT NULL DEFAULT 'default',
+    outcome      TEXT NOT NULL,
+    runs         INTEGER NOT NULL,
+    duration_sum REAL NOT NULL,
+    duration_max REAL NOT NULL,
+    wait_max     REAL NOT NULL,
+    durations    TEXT NOT NULL,  -- histogram of run durations
+    waits        TEXT NOT NULL,  -- histogram of waits from due to start
+    PRIMARY KEY ({unit}, queue, outcome)
+) WITHOUT ROWID;
+-- Failed runs by command (a hash of it), for "the commands that fail most".
+CREATE TABLE failure_{unit}s (
+    {unit}       INTEGER NOT NULL,
+    queue        TEXT NOT NULL DEFAULT 'default',
+    command_hash INTEGER NOT NULL,
+    failures     INTEGER NOT NULL,
+    command      TEXT NOT NULL,  -- its first COMMAND_CHARS characters
+    PRIMARY KEY ({unit}, queue, command_hash)
+);
+"""
 _SCHEMA_V4 = """
 CREATE TABLE runs (
     id          INTEGER PRIMARY KEY,
@@ -176,27 +200,6 @@ CREATE INDEX runs_of_job ON runs (job_seq);
 CREATE TRIGGER runs_go_with_their_job AFTER DELETE ON jobs BEGIN
     DELETE FROM runs WHERE job_seq = OLD.seq;
 END;
-CREATE TABLE run_minutes (
-    minute       INTEGER NOT NULL,  -- epoch minute the runs ended in
-    queue        TEXT NOT NULL DEFAULT 'default',
-    outcome      TEXT NOT NULL,
-    runs         INTEGER NOT NULL,
-    duration_sum REAL NOT NULL,
-    duration_max REAL NOT NULL,
-    wait_max     REAL NOT NULL,
-    durations    TEXT NOT NULL,  -- histogram of run durations
-    waits        TEXT NOT NULL,  -- histogram of waits from due to start
-    PRIMARY KEY (minute, queue, outcome)
-) WITHOUT ROWID;
--- Failed runs per minute by command (a hash of it), for "the commands that fail most".
-CREATE TABLE run_failures (
-    minute       INTEGER NOT NULL,
-    queue        TEXT NOT NULL DEFAULT 'default',
-    command_hash INTEGER NOT NULL,
-    failures     INTEGER NOT NULL,
-    command      TEXT NOT NULL,  -- its first COMMAND_CHARS characters
-    PRIMARY KEY (minute, queue, command_hash)
-);
 CREATE TABLE run_totals (
     queue        TEXT NOT NULL DEFAULT 'default',
     outcome      TEXT NOT NULL,
@@ -205,7 +208,7 @@ CREATE TABLE run_totals (
     durations    TEXT NOT NULL,
     PRIMARY KEY (queue, outcome)
 ) WITHOUT ROWID;
-"""
+""" + _RUN_PERIOD.format(unit="minute") + _RUN_PERIOD.format(unit="hour")
 
 # Each entry brings the schema from version N-1 to N; append, never edit.
 MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
@@ -536,20 +539,24 @@ class Store:
             "seq": job.seq, "queue": queue, "attempt": run.attempt, "worker": run.worker,
             "host": run.host, "started": run.started_at, "ended": run.ended_at,
             "outcome": run.outcome, "exit_code": run.exit_code, "error": run.error,
-            "tail": run.output_tail, "minute": minute, "duration": duration, "wait": wait,
+            "tail": run.output_tail, "minute": minute, "hour": minute // 60, "duration": duration, "wait": wait,
             "dpath": f'$."{stats.bucket(duration)}"', "wpath": f'$."{stats.bucket(wait)}"',
         }
         with self._write() as conn:
             conn.execute(_RUN_INSERT, params)
-            conn.execute(_MINUTE_UPSERT, params)
             conn.execute(_TOTAL_UPSERT, params)
+            for statement in _PERIOD_UPSERTS:
+                conn.execute(statement, params)
             if run.outcome in FAILED_RUNS:
                 params.update(hash=_command_hash(job.command), command=job.command[:COMMAND_CHARS])
-                conn.execute(_FAILURE_UPSERT, params)
+                for statement in _FAILURE_UPSERTS:
+                    conn.execute(statement, params)
             if minute != self._kept_minute:  # once a minute: drop aggregates past retention
                 self._kept_minute = minute
-                for table in ("run_minutes", "run_failures"):
-                    conn.execute(f"DELETE FROM {table} WHERE minute < ?", (minute - RETENTION_MINUTES,))
+                for unit, seconds in PERIODS:
+                    past = (run.ended_at - RETENTION_MINUTES * 60) // seconds
+                    conn.execute(f"DELETE FROM run_{unit}s WHERE {unit} < ?", (past,))
+                    conn.execute(f"DELETE FROM failure_{unit}s WHERE {unit} < ?", (past,))
 
     def runs_of(self, job: Job) -> list:
         """The job's runs, oldest first."""
@@ -559,31 +566,30 @@ class Store:
         return [Run(*row) for row in rows]
 
     def run_window(self, since: float, queue: Optional[str] = None) -> "stats.Window":
-        """The runs that ended from the minute of `since` on, summed from per-minute aggregates."""
-        where = "minute >= ?" + (" AND queue = ?" if queue is not None else "")
-        params = (int(since // 60),) + ((queue,) if queue is not None else ())
+        """The runs that ended from the minute of `since` on, summed from the aggregates."""
+        periods, params = _window("run", "outcome, runs, duration_sum, duration_max, wait_max, durations, waits",
+                                  since, queue)
         by_outcome, total, longest, waited = {}, 0.0, 0.0, 0.0
         for outcome, runs, duration_sum, duration_max, wait_max in self._conn.execute(
                 "SELECT outcome, sum(runs), sum(duration_sum), max(duration_max), max(wait_max)"
-                f" FROM run_minutes WHERE {where} GROUP BY outcome", params):
+                f" FROM ({periods}) GROUP BY outcome", params):
             by_outcome[outcome] = runs
             total += duration_sum
             longest, waited = max(longest, duration_max), max(waited, wait_max)
         histograms = [
             dict((int(key), n) for key, n in self._conn.execute(
-                f"SELECT h.key, sum(h.value) FROM run_minutes, json_each(run_minutes.{column}) AS h"
-                f" WHERE {where} GROUP BY h.key", params))
+                f"SELECT h.key, sum(h.value) FROM ({periods}) AS p, json_each(p.{column}) AS h GROUP BY h.key",
+                params))
             for column in ("durations", "waits")
         ]
         return stats.Window(by_outcome, histograms[0], total, longest, histograms[1], waited)
 
     def failing_commands(self, since: float, queue: Optional[str] = None, limit: int = 5) -> list:
         """[(command, failed runs)] of the commands with the most failed runs from `since` on."""
-        where = "minute >= ?" + (" AND queue = ?" if queue is not None else "")
-        params = (int(since // 60),) + ((queue,) if queue is not None else ())
+        periods, params = _window("failure", "command_hash, command, failures", since, queue)
         return [tuple(row) for row in self._conn.execute(
-            f"SELECT command, sum(failures) AS n FROM run_failures WHERE {where}"
-            " GROUP BY command_hash ORDER BY n DESC, command LIMIT ?", (*params, limit))]
+            f"SELECT command, sum(failures) AS n FROM ({periods})"
+            " GROUP BY command_hash ORDER BY n DESC, command LIMIT :limit", {**params, "limit": limit})]
 
     def run_totals(self) -> list:
         """[(queue, outcome, runs, duration_sum, durations histogram)] since the queue began:
@@ -663,16 +669,6 @@ _RUN_INSERT = (
     " coalesce(:host, (SELECT host FROM workers WHERE worker_id = :worker)),"
     " :started, :ended, :outcome, :exit_code, :error, :tail)"
 )
-_MINUTE_UPSERT = (
-    "INSERT INTO run_minutes (minute, queue, outcome, runs, duration_sum, duration_max, wait_max,"
-    " durations, waits) VALUES (:minute, :queue, :outcome, 1, :duration, :duration, :wait,"
-    " json_set('{}', :dpath, 1), json_set('{}', :wpath, 1))"
-    " ON CONFLICT (minute, queue, outcome) DO UPDATE SET runs = runs + 1,"
-    " duration_sum = duration_sum + :duration, duration_max = max(duration_max, :duration),"
-    " wait_max = max(wait_max, :wait),"
-    " durations = json_set(durations, :dpath, coalesce(json_extract(durations, :dpath), 0) + 1),"
-    " waits = json_set(waits, :wpath, coalesce(json_extract(waits, :wpath), 0) + 1)"
-)
 _TOTAL_UPSERT = (
     "INSERT INTO run_totals (queue, outcome, runs, duration_sum, durations)"
     " VALUES (:queue, :outcome, 1, :duration, json_set('{}', :dpath, 1))"
@@ -680,11 +676,44 @@ _TOTAL_UPSERT = (
     " duration_sum = duration_sum + :duration,"
     " durations = json_set(durations, :dpath, coalesce(json_extract(durations, :dpath), 0) + 1)"
 )
-_FAILURE_UPSERT = (
-    "INSERT INTO run_failures (minute, queue, command_hash, failures, command)"
-    " VALUES (:minute, :queue, :hash, 1, :command)"
-    " ON CONFLICT (minute, queue, command_hash) DO UPDATE SET failures = failures + 1"
-)
+PERIODS = (("minute", 60), ("hour", 3600))  # the aggregates' units, and their seconds
+
+
+def _period_upsert(unit: str) -> str:
+    return (
+        f"INSERT INTO run_{unit}s ({unit}, queue, outcome, runs, duration_sum, duration_max, wait_max,"
+        f" durations, waits) VALUES (:{unit}, :queue, :outcome, 1, :duration, :duration, :wait,"
+        " json_set('{}', :dpath, 1), json_set('{}', :wpath, 1))"
+        f" ON CONFLICT ({unit}, queue, outcome) DO UPDATE SET runs = runs + 1,"
+        " duration_sum = duration_sum + :duration, duration_max = max(duration_max, :duration),"
+        " wait_max = max(wait_max, :wait),"
+        " durations = json_set(durations, :dpath, coalesce(json_extract(durations, :dpath), 0) + 1),"
+        " waits = json_set(waits, :wpath, coalesce(json_extract(waits, :wpath), 0) + 1)"
+    )
+
+
+def _failure_upsert(unit: str) -> str:
+    return (
+        f"INSERT INTO failure_{unit}s ({unit}, queue, command_hash, failures, command)"
+        f" VALUES (:{unit}, :queue, :hash, 1, :command)"
+        f" ON CONFLICT ({unit}, queue, command_hash) DO UPDATE SET failures = failures + 1"
+    )
+
+
+_PERIOD_UPSERTS = tuple(_period_upsert(unit) for unit, _ in PERIODS)
+_FAILURE_UPSERTS = tuple(_failure_upsert(unit) for unit, _ in PERIODS)
+
+
+def _window(kind: str, columns: str, since: float, queue: Optional[str]) -> tuple:
+    """The aggregate rows of a window from the minute of `since` on: its first, partial hour
+    from the per-minute rows, every later hour from the per-hour rows (at most 59 + 744 rows
+    for 31 days). Returns (a SELECT of `columns`, its parameters)."""
+    first = int(since // 60)
+    hour = -(-first // 60)  # the first hour that starts in the window
+    only = " AND queue = :queue" if queue is not None else ""
+    sql = (f"SELECT {columns} FROM {kind}_minutes WHERE minute >= :first AND minute < :hour * 60{only}"
+           f" UNION ALL SELECT {columns} FROM {kind}_hours WHERE hour >= :hour{only}")
+    return sql, {"first": first, "hour": hour, "queue": queue}
 
 
 def _command_hash(command: str) -> int:

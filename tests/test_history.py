@@ -152,6 +152,24 @@ def test_stats_figures_from_runs_with_known_durations_and_waits(store):
     assert store.run_window(T0, "other").by_outcome == {}
 
 
+def test_windows_across_hours_count_exactly_the_runs_that_ended_in_them(store):
+    """Per-minute rows for the first, partial hour, per-hour rows after it: no run counted twice
+    or missed, wherever the window starts."""
+    base = (T0 // 3600 - 4) * 3600  # an hour's start, four hours back
+    ends = [base + 37 * k + 11 for k in range(400)]  # 4 hours and a bit, every 37 s
+    for k, ended in enumerate(ends):
+        outcome = FAIL if k % 3 == 0 else Outcome(0, None)
+        run_job(store, f"r{k}", ended - 2, 2, outcome, retries=0, command=f"c{k % 4}")
+    for since in (base, base + 59, base + 60, base + 1799, base + 3600, base + 3660, base + 7261, ends[-1]):
+        expected = [k for k, ended in enumerate(ends) if ended // 60 >= since // 60]
+        window = store.run_window(since)
+        assert sum(window.by_outcome.values()) == len(expected), since
+        assert window.by_outcome.get("failed", 0) == len([k for k in expected if k % 3 == 0])
+        assert sum(window.durations.values()) == sum(window.waits.values()) == len(expected)
+        failed = sum(n for _, n in store.failing_commands(since, limit=10))
+        assert failed == len([k for k in expected if k % 3 == 0]), since
+
+
 def test_the_five_commands_that_fail_most(store):
     for n, times in enumerate([1, 7, 3, 9, 2, 5, 4]):
         for k in range(times):
