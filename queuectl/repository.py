@@ -661,7 +661,7 @@ def _insert_rows(conn: sqlite3.Connection, verb: str, rows: list) -> None:
         conn.executemany(f"{verb} INTO jobs {_INSERT_COLUMNS} VALUES {one}", rows[full:])
 
 
-RETENTION_MINUTES = 31 * 24 * 60  # per-minute aggregates kept (what `stats --since` can cover)
+RETENTION_MINUTES = 31 * 24 * 60  # how long per-minute and per-hour aggregates are kept: `stats --since` at most
 COMMAND_CHARS = 500  # of a failing command, kept for `stats`
 _RUN_INSERT = (
     "INSERT INTO runs (job_seq, queue, attempt, worker, host, started_at, ended_at, outcome,"
