@@ -67,7 +67,8 @@ def recover_lost_job(store: Store, settings: dict, job: Job, now: float,
     """A job whose worker died: stop what is left of its run, then count it as a failed run."""
     executor.kill_strays(job.worker_id)
     tail = executor.log_tail(log_path, job) if log_path else ""
-    return record_outcome(store, settings, job, job.worker_id, Outcome(None, LOST, kind="lost", tail=tail), now)
+    outcome = Outcome(None, LOST, kind="lost", tail=tail)
+    return record_outcome(store, settings, job, job.worker_id, outcome, now)
 
 
 class Worker:
@@ -190,8 +191,8 @@ class Worker:
         for job, pid, host, heartbeat_at in self.store.processing_holders():
             if job.worker_id == self.worker_id or not _is_lost(pid, host, heartbeat_at, now, lease):
                 continue
-            verdict = recover_lost_job(self.store, self.config.current(), job, self.clock(),
-                                       self.home.log_path(job.id))
+            log = self.home.log_path(job.id) if host in (None, HOST) else None  # else: that host's log
+            verdict = recover_lost_job(self.store, self.config.current(), job, self.clock(), log)
             if verdict:
                 self.say(f"job {job.id} of lost worker {job.worker_id}: {verdict}")
             self.store.remove_worker(job.worker_id)
