@@ -182,6 +182,9 @@ CREATE TABLE failure_{unit}s (
 );
 """
 _SCHEMA_V4 = """
+-- The aggregates use SQLite's JSON functions (built in since 3.38, and in every common build
+-- before): fail here, at once and with the database's path, rather than at a worker's first run.
+SELECT json_set('{}', '$."0"', 1);
 CREATE TABLE runs (
     id          INTEGER PRIMARY KEY,
     job_seq     INTEGER NOT NULL,  -- jobs.seq of the job that ran

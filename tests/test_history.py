@@ -272,6 +272,19 @@ def test_stats_json_and_text(store, cli):
     assert "completed 9, failed 1" in text and "p50 500 ms" in text and "make it" in text
     assert cli.json("stats", "--since", "10m")["runs"]["total"] == 0  # they ended 30 minutes ago
     assert cli.json("stats", "--queue", "other")["runs"]["total"] == 0
+    assert cli.json("stats", "--queue", "default")["runs"]["total"] == 10
+
+
+def test_show_lists_the_last_20_runs_and_says_how_many_it_left_out(store, cli):
+    store.insert([NewJob("many", "false", 30, 0, None, T0, "/")], T0)
+    for k in range(25):
+        job = store.claim_next(W, T0 + 10 * k)
+        assert job is not None and job.id == "many"
+        record_outcome(store, {"backoff_base": 1, "backoff_max": 1}, job, W, FAIL, T0 + 10 * k + 1)
+    text = cli("show", "many").stdout
+    assert "(5 earlier runs not shown; `show --json` lists them all)" in text
+    assert len([line for line in text.splitlines() if " failed " in line]) == 20
+    assert len(cli.json("show", "many")["runs"]) == 25
 
 
 @pytest.mark.parametrize("args", [("--since", "soon"), ("--since", "0"), ("--since", "40d"),
