@@ -586,7 +586,7 @@ def build_runs(home: str, runs: int, span: float, tail: str = "ok\n") -> float:
     (as the workers would have left them: uniform durations 0-100 s, waits 0-10 s, 1 in 10
     failed, over 50 commands); returns seconds taken."""
     from queuectl.home import QueueHome
-    from queuectl.repository import Store
+    from queuectl.repository import TOTAL_HOUR, Store
     from queuectl.stats import EDGES
 
     started = time.perf_counter()
@@ -608,30 +608,28 @@ def build_runs(home: str, runs: int, span: float, tail: str = "ok\n") -> float:
         " CASE outcome WHEN 'failed' THEN 1 ELSE 0 END,"
         " CASE outcome WHEN 'failed' THEN 'exit code 1: it failed' END, ? FROM gen", (tail,))
     seek = "coalesce((SELECT i FROM edges WHERE edge >= {} ORDER BY edge LIMIT 1), {})".format
+    # Each run counted three times, as record_run counts it: its minute, its hour, the totals.
     conn.execute(
-        f"CREATE TEMP TABLE b AS SELECT CAST(ended / 60 AS INTEGER) AS minute,"
-        f" CAST(ended / 3600 AS INTEGER) AS hour, outcome, took, waited,"
-        f" i % 50 AS command, {seek('took', len(EDGES))} AS db, {seek('waited', len(EDGES))} AS wb FROM gen")
-    for unit in ("minute", "hour"):
-        for column in ("db", "wb"):
-            conn.execute(
-                f"CREATE TEMP TABLE h{column}_{unit} AS SELECT {unit}, outcome,"
-                f" json_group_object(CAST({column} AS TEXT), n) AS j FROM (SELECT {unit}, outcome, {column},"
-                f" count(*) AS n FROM b GROUP BY {unit}, outcome, {column}) GROUP BY {unit}, outcome")
+        f"CREATE TEMP TABLE b AS SELECT CAST(ended / 3600 AS INTEGER) AS hour,"
+        f" CAST(ended / 60 AS INTEGER) % 60 AS minute, outcome, took, waited, i % 50 AS command,"
+        f" {seek('took', len(EDGES))} AS db, {seek('waited', len(EDGES))} AS wb FROM gen")
+    conn.execute("INSERT INTO b SELECT hour, 60, outcome, took, waited, command, db, wb FROM b")
+    conn.execute(f"INSERT INTO b SELECT {TOTAL_HOUR}, 60, outcome, took, waited, command, db, wb FROM b"
+                 " WHERE minute = 60")
+    for column in ("db", "wb"):
         conn.execute(
-            f"INSERT INTO run_{unit}s SELECT a.{unit}, 'default', a.outcome, a.runs, a.s, a.m, a.w, d.j, w.j"
-            f" FROM (SELECT {unit}, outcome, count(*) AS runs, sum(took) AS s, max(took) AS m, max(waited) AS w"
-            f"       FROM b GROUP BY {unit}, outcome) AS a"
-            f" JOIN hdb_{unit} AS d USING ({unit}, outcome) JOIN hwb_{unit} AS w USING ({unit}, outcome)")
-        conn.execute(
-            f"INSERT INTO failure_{unit}s SELECT {unit}, 'default', command, count(*),"
-            f" 'failing command ' || command FROM b WHERE outcome = 'failed' GROUP BY {unit}, command")
+            f"CREATE TEMP TABLE h{column} AS SELECT hour, minute, outcome,"
+            f" json_group_object(CAST({column} AS TEXT), n) AS j FROM (SELECT hour, minute, outcome, {column},"
+            f" count(*) AS n FROM b GROUP BY hour, minute, outcome, {column}) GROUP BY hour, minute, outcome")
     conn.execute(
-        "INSERT INTO run_totals SELECT 'default', a.outcome, a.runs, a.s, h.j"
-        " FROM (SELECT outcome, count(*) AS runs, sum(took) AS s FROM b GROUP BY outcome) AS a"
-        " JOIN (SELECT outcome, json_group_object(CAST(db AS TEXT), n) AS j"
-        "       FROM (SELECT outcome, db, count(*) AS n FROM b GROUP BY outcome, db) GROUP BY outcome) AS h"
-        " USING (outcome)")
+        "INSERT INTO run_counts SELECT a.hour, a.minute, 'default', a.outcome, a.runs, a.s, a.m, a.w, d.j, w.j"
+        " FROM (SELECT hour, minute, outcome, count(*) AS runs, sum(took) AS s, max(took) AS m,"
+        "       max(waited) AS w FROM b GROUP BY hour, minute, outcome) AS a"
+        " JOIN hdb AS d USING (hour, minute, outcome) JOIN hwb AS w USING (hour, minute, outcome)")
+    conn.execute(
+        f"INSERT INTO failure_counts SELECT hour, minute, 'default', command, count(*),"
+        f" 'failing command ' || command FROM b WHERE outcome = 'failed' AND hour < {TOTAL_HOUR}"
+        " GROUP BY hour, minute, command")
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

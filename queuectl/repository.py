@@ -154,33 +154,14 @@ ALTER TABLE workers ADD COLUMN home TEXT NOT NULL DEFAULT '';
 # v4: run history. One row per run in `runs`, written in the same transaction as the job's
 # transition, and deleted with its job (by the trigger, so every way of deleting jobs takes
 # them). `stats` and `metrics` read aggregates kept up to date in that same transaction, so
-# their cost does not grow with the number of runs: per minute and per hour (a window is its
-# first partial hour in minutes, then whole hours; both kept RETENTION_MINUTES), and in total
-# (never decreased: Prometheus counters). Histograms are JSON objects {bucket: count}, bucket
-# being an index into stats.EDGES. Every table has a queue column for named queues.
-_RUN_PERIOD = """
-CREATE TABLE run_{unit}s (
-    {unit}       INTEGER NOT NULL,  -- epoch {unit} the runs ended in
-    queue        TEXT NOT NULL DEFAULT 'default',
-    outcome      TEXT NOT NULL,
-    runs         INTEGER NOT NULL,
-    duration_sum REAL NOT NULL,
-    duration_max REAL NOT NULL,
-    wait_max     REAL NOT NULL,
-    durations    TEXT NOT NULL,  -- histogram of run durations
-    waits        TEXT NOT NULL,  -- histogram of waits from due to start
-    PRIMARY KEY ({unit}, queue, outcome)
-) WITHOUT ROWID;
--- Failed runs by command (a hash of it), for "the commands that fail most".
-CREATE TABLE failure_{unit}s (
-    {unit}       INTEGER NOT NULL,
-    queue        TEXT NOT NULL DEFAULT 'default',
-    command_hash INTEGER NOT NULL,
-    failures     INTEGER NOT NULL,
-    command      TEXT NOT NULL,  -- its first COMMAND_CHARS characters
-    PRIMARY KEY ({unit}, queue, command_hash)
-);
-"""
+# their cost does not grow with the number of runs. `run_counts` holds, per queue and outcome,
+# a row per minute (minute 0-59 of its hour), a row per hour (minute 60, after its minutes) and
+# the running totals (hour TOTAL_HOUR): one table, so the three rows a run updates share the
+# B-tree's last page (one page written per commit instead of three). A window reads its first,
+# partial hour in minutes and every later hour in hours; rows older than RETENTION_MINUTES are
+# dropped, never the totals, which delete and purge do not touch either (Prometheus counters).
+# Histograms are JSON objects {bucket: count}, bucket being an index into stats.EDGES.
+# `failure_counts` counts failed runs by command the same way (minutes and hours, no totals).
 _SCHEMA_V4 = """
 -- The aggregates use SQLite's JSON functions (built in since 3.38, and in every common build
 -- before): fail here, at once and with the database's path, rather than at a worker's first run.
@@ -203,15 +184,33 @@ CREATE INDEX runs_of_job ON runs (job_seq);
 CREATE TRIGGER runs_go_with_their_job AFTER DELETE ON jobs BEGIN
     DELETE FROM runs WHERE job_seq = OLD.seq;
 END;
-CREATE TABLE run_totals (
+CREATE TABLE run_counts (
+    hour         INTEGER NOT NULL,  -- epoch hour the runs ended in; TOTAL_HOUR for the totals
+    minute       INTEGER NOT NULL,  -- 0-59: a minute of that hour; 60: the whole hour
     queue        TEXT NOT NULL DEFAULT 'default',
     outcome      TEXT NOT NULL,
     runs         INTEGER NOT NULL,
     duration_sum REAL NOT NULL,
-    durations    TEXT NOT NULL,
-    PRIMARY KEY (queue, outcome)
+    duration_max REAL NOT NULL,
+    wait_max     REAL NOT NULL,
+    durations    TEXT NOT NULL,  -- histogram of run durations
+    waits        TEXT NOT NULL,  -- histogram of waits from due to start
+    PRIMARY KEY (hour, minute, queue, outcome)
 ) WITHOUT ROWID;
-""" + _RUN_PERIOD.format(unit="minute") + _RUN_PERIOD.format(unit="hour")
+-- Written only when an hour's first run ends: updating a row leaves its index entry alone.
+CREATE INDEX run_counts_hours ON run_counts (hour) WHERE minute = 60;
+-- Failed runs by command (a hash of it), for "the commands that fail most".
+CREATE TABLE failure_counts (
+    hour         INTEGER NOT NULL,
+    minute       INTEGER NOT NULL,
+    queue        TEXT NOT NULL DEFAULT 'default',
+    command_hash INTEGER NOT NULL,
+    failures     INTEGER NOT NULL,
+    command      TEXT NOT NULL,  -- its first COMMAND_CHARS characters
+    PRIMARY KEY (hour, minute, queue, command_hash)
+);
+CREATE INDEX failure_counts_hours ON failure_counts (hour) WHERE minute = 60;
+"""
 
 # Each entry brings the schema from version N-1 to N; append, never edit.
 MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
@@ -542,24 +541,24 @@ class Store:
             "seq": job.seq, "queue": queue, "attempt": run.attempt, "worker": run.worker,
             "host": run.host, "started": run.started_at, "ended": run.ended_at,
             "outcome": run.outcome, "exit_code": run.exit_code, "error": run.error,
-            "tail": run.output_tail, "minute": minute, "hour": minute // 60, "duration": duration, "wait": wait,
+            "tail": run.output_tail, "duration": duration, "wait": wait,
             "dpath": f'$."{stats.bucket(duration)}"', "wpath": f'$."{stats.bucket(wait)}"',
         }
         with self._write() as conn:
             conn.execute(_RUN_INSERT, params)
-            conn.execute(_TOTAL_UPSERT, params)
-            for statement in _PERIOD_UPSERTS:
-                conn.execute(statement, params)
+            for hour, slot in ((minute // 60, minute % 60), (minute // 60, WHOLE_HOUR), (TOTAL_HOUR, WHOLE_HOUR)):
+                params.update(hour=hour, slot=slot)
+                conn.execute(_COUNT_UPSERT, params)
             if run.outcome in FAILED_RUNS:
                 params.update(hash=_command_hash(job.command), command=job.command[:COMMAND_CHARS])
-                for statement in _FAILURE_UPSERTS:
-                    conn.execute(statement, params)
+                for slot in (minute % 60, WHOLE_HOUR):
+                    params.update(hour=minute // 60, slot=slot)
+                    conn.execute(_FAILURE_UPSERT, params)
             if minute != self._kept_minute:  # once a minute: drop aggregates past retention
                 self._kept_minute = minute
-                for unit, seconds in PERIODS:
-                    past = (run.ended_at - RETENTION_MINUTES * 60) // seconds
-                    conn.execute(f"DELETE FROM run_{unit}s WHERE {unit} < ?", (past,))
-                    conn.execute(f"DELETE FROM failure_{unit}s WHERE {unit} < ?", (past,))
+                past = (minute - RETENTION_MINUTES) // 60
+                conn.execute("DELETE FROM run_counts WHERE hour < ?", (past,))
+                conn.execute("DELETE FROM failure_counts WHERE hour < ?", (past,))
 
     def runs_of(self, job: Job) -> list:
         """The job's runs, oldest first."""
@@ -570,7 +569,7 @@ class Store:
 
     def run_window(self, since: float, queue: Optional[str] = None) -> "stats.Window":
         """The runs that ended from the minute of `since` on, summed from the aggregates."""
-        periods, params = _window("run", "outcome, runs, duration_sum, duration_max, wait_max, durations, waits",
+        periods, params = _window("run_counts", "outcome, runs, duration_sum, duration_max, wait_max, durations, waits",
                                   since, queue)
         by_outcome, total, longest, waited = {}, 0.0, 0.0, 0.0
         for outcome, runs, duration_sum, duration_max, wait_max in self._conn.execute(
@@ -589,7 +588,7 @@ class Store:
 
     def failing_commands(self, since: float, queue: Optional[str] = None, limit: int = 5) -> list:
         """[(command, failed runs)] of the commands with the most failed runs from `since` on."""
-        periods, params = _window("failure", "command_hash, command, failures", since, queue)
+        periods, params = _window("failure_counts", "command_hash, command, failures", since, queue)
         return [tuple(row) for row in self._conn.execute(
             f"SELECT command, sum(failures) AS n FROM ({periods})"
             " GROUP BY command_hash ORDER BY n DESC, command LIMIT :limit", {**params, "limit": limit})]
@@ -599,8 +598,9 @@ class Store:
         deleting or purging jobs never lowers them."""
         import json
 
-        rows = self._conn.execute("SELECT queue, outcome, runs, duration_sum, durations FROM run_totals"
-                                  " ORDER BY queue, outcome")
+        rows = self._conn.execute("SELECT queue, outcome, runs, duration_sum, durations FROM run_counts"
+                                  " WHERE hour = ? AND minute = ? ORDER BY queue, outcome",
+                                  (TOTAL_HOUR, WHOLE_HOUR))
         return [(queue, outcome, runs, total, stats.merge({}, json.loads(histogram)))
                 for queue, outcome, runs, total, histogram in rows]
 
@@ -672,51 +672,38 @@ _RUN_INSERT = (
     " coalesce(:host, (SELECT host FROM workers WHERE worker_id = :worker)),"
     " :started, :ended, :outcome, :exit_code, :error, :tail)"
 )
-_TOTAL_UPSERT = (
-    "INSERT INTO run_totals (queue, outcome, runs, duration_sum, durations)"
-    " VALUES (:queue, :outcome, 1, :duration, json_set('{}', :dpath, 1))"
-    " ON CONFLICT (queue, outcome) DO UPDATE SET runs = runs + 1,"
-    " duration_sum = duration_sum + :duration,"
-    " durations = json_set(durations, :dpath, coalesce(json_extract(durations, :dpath), 0) + 1)"
+WHOLE_HOUR = 60  # run_counts.minute of an hour's row
+TOTAL_HOUR = 1 << 62  # run_counts.hour of the totals: after every real hour, never dropped
+_COUNT_UPSERT = (
+    "INSERT INTO run_counts (hour, minute, queue, outcome, runs, duration_sum, duration_max, wait_max,"
+    " durations, waits) VALUES (:hour, :slot, :queue, :outcome, 1, :duration, :duration, :wait,"
+    " json_set('{}', :dpath, 1), json_set('{}', :wpath, 1))"
+    " ON CONFLICT (hour, minute, queue, outcome) DO UPDATE SET runs = runs + 1,"
+    " duration_sum = duration_sum + :duration, duration_max = max(duration_max, :duration),"
+    " wait_max = max(wait_max, :wait),"
+    " durations = json_set(durations, :dpath, coalesce(json_extract(durations, :dpath), 0) + 1),"
+    " waits = json_set(waits, :wpath, coalesce(json_extract(waits, :wpath), 0) + 1)"
 )
-PERIODS = (("minute", 60), ("hour", 3600))  # the aggregates' units, and their seconds
+_FAILURE_UPSERT = (
+    "INSERT INTO failure_counts (hour, minute, queue, command_hash, failures, command)"
+    " VALUES (:hour, :slot, :queue, :hash, 1, :command)"
+    " ON CONFLICT (hour, minute, queue, command_hash) DO UPDATE SET failures = failures + 1"
+)
 
 
-def _period_upsert(unit: str) -> str:
-    return (
-        f"INSERT INTO run_{unit}s ({unit}, queue, outcome, runs, duration_sum, duration_max, wait_max,"
-        f" durations, waits) VALUES (:{unit}, :queue, :outcome, 1, :duration, :duration, :wait,"
-        " json_set('{}', :dpath, 1), json_set('{}', :wpath, 1))"
-        f" ON CONFLICT ({unit}, queue, outcome) DO UPDATE SET runs = runs + 1,"
-        " duration_sum = duration_sum + :duration, duration_max = max(duration_max, :duration),"
-        " wait_max = max(wait_max, :wait),"
-        " durations = json_set(durations, :dpath, coalesce(json_extract(durations, :dpath), 0) + 1),"
-        " waits = json_set(waits, :wpath, coalesce(json_extract(waits, :wpath), 0) + 1)"
-    )
-
-
-def _failure_upsert(unit: str) -> str:
-    return (
-        f"INSERT INTO failure_{unit}s ({unit}, queue, command_hash, failures, command)"
-        f" VALUES (:{unit}, :queue, :hash, 1, :command)"
-        f" ON CONFLICT ({unit}, queue, command_hash) DO UPDATE SET failures = failures + 1"
-    )
-
-
-_PERIOD_UPSERTS = tuple(_period_upsert(unit) for unit, _ in PERIODS)
-_FAILURE_UPSERTS = tuple(_failure_upsert(unit) for unit, _ in PERIODS)
-
-
-def _window(kind: str, columns: str, since: float, queue: Optional[str]) -> tuple:
+def _window(table: str, columns: str, since: float, queue: Optional[str]) -> tuple:
     """The aggregate rows of a window from the minute of `since` on: its first, partial hour
-    from the per-minute rows, every later hour from the per-hour rows (at most 59 + 744 rows
-    for 31 days). Returns (a SELECT of `columns`, its parameters)."""
+    in minutes, every later hour in hours (at most 59 + 744 rows for 31 days). Returns
+    (a SELECT of `columns`, its parameters)."""
     first = int(since // 60)
-    hour = -(-first // 60)  # the first hour that starts in the window
     only = " AND queue = :queue" if queue is not None else ""
-    sql = (f"SELECT {columns} FROM {kind}_minutes WHERE minute >= :first AND minute < :hour * 60{only}"
-           f" UNION ALL SELECT {columns} FROM {kind}_hours WHERE hour >= :hour{only}")
-    return sql, {"first": first, "hour": hour, "queue": queue}
+    sql = (f"SELECT {columns} FROM {table} WHERE hour = :partial AND minute >= :minute AND minute < 60{only}"
+           f" UNION ALL SELECT {columns} FROM {table} WHERE minute = 60 AND hour >= :whole"
+           f" AND hour < {TOTAL_HOUR}{only}")
+    partial = first // 60
+    # An hour that starts on the window's first minute is whole; else its minutes are read.
+    whole = partial if first % 60 == 0 else partial + 1
+    return sql, {"partial": partial, "minute": first % 60 if first % 60 else 60, "whole": whole, "queue": queue}
 
 
 def _command_hash(command: str) -> int:

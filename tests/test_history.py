@@ -79,7 +79,7 @@ def test_a_run_is_recorded_in_the_same_transaction_as_its_transition(store, home
     store.insert([NewJob("x", "true", 3, 0, None, T0, "/")], T0)
     job = store.claim_next(W, T0)
     other = sqlite3.connect(QueueHome(home).db_path)
-    other.execute("DROP TABLE run_minutes")  # the run's aggregate UPSERT now fails
+    other.execute("DROP TABLE run_counts")  # the run's aggregate UPSERT now fails
     other.close()
     with pytest.raises(sqlite3.OperationalError):
         record_outcome(store, SETTINGS, job, W, Outcome(0, None), T0 + 1)
@@ -196,7 +196,7 @@ def test_beyond_the_last_bucket_a_percentile_is_the_maximum():
 
 
 def test_aggregates_past_retention_are_dropped(store):
-    old = T0 - (RETENTION_MINUTES + 5) * 60
+    old = T0 - (RETENTION_MINUTES + 65) * 60  # dropped by the hour: over an hour past retention
     run_job(store, "old", old, 1, FAIL, retries=0)
     assert store.run_window(old).by_outcome == {"failed": 1}
     run_job(store, "new", T0, 1)
