@@ -639,30 +639,192 @@ def m8_steer_claim(cfg: Config, scratch: Scratch) -> list:
     return rows
 
 
-def m9_drain_before_after(cfg: Config, scratch: Scratch) -> list:
-    """Drain 2,000 `true` jobs with this checkout and with another (BASE_QUEUECTL), in turns."""
-    if not BASE_QUEUECTL:
-        raise BenchError("needs --base-queuectl PATH (the console script of the checkout to compare with)")
+# -- run history: stats and metrics at a million runs, the drain's cost, the database's size -------
+
+def build_runs(home: str, runs: int, span: float, tail: str = "ok\n") -> float:
+    """`runs` run records ending over the last `span` seconds, with their aggregates, in bulk SQL
+    (as the workers would have left them: uniform durations 0-100 s, waits 0-10 s, 1 in 10
+    failed, over 50 commands); returns seconds taken."""
+    from queuectl.home import QueueHome
+    from queuectl.repository import TOTAL_HOUR, Store
+    from queuectl.stats import EDGES
+
+    started = time.perf_counter()
+    db = QueueHome(home).ensure().db_path
+    Store.open(db).close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute("CREATE TEMP TABLE edges (i INTEGER PRIMARY KEY, edge REAL UNIQUE)")
+    conn.executemany("INSERT INTO edges VALUES (?, ?)", enumerate(EDGES))
+    conn.execute(
+        "CREATE TEMP TABLE gen AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :runs)"
+        " SELECT i, :now - :span * i / :runs AS ended, (abs(random()) % 100000) / 1000.0 AS took,"
+        " (abs(random()) % 10000) / 1000.0 AS waited,"
+        " CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'completed' END AS outcome FROM n",
+        {"runs": runs, "now": time.time(), "span": span})
+    conn.execute(
+        "INSERT INTO runs (job_seq, attempt, worker, host, started_at, ended_at, outcome, exit_code, error,"
+        " output_tail) SELECT i, 1, 'bench-worker', 'bench', ended - took, ended, outcome,"
+        " CASE outcome WHEN 'failed' THEN 1 ELSE 0 END,"
+        " CASE outcome WHEN 'failed' THEN 'exit code 1: it failed' END, ? FROM gen", (tail,))
+    seek = "coalesce((SELECT i FROM edges WHERE edge >= {} ORDER BY edge LIMIT 1), {})".format
+    # Each run counted three times, as record_run counts it: its minute, its hour, the totals.
+    conn.execute(
+        f"CREATE TEMP TABLE b AS SELECT CAST(ended / 3600 AS INTEGER) AS hour,"
+        f" CAST(ended / 60 AS INTEGER) % 60 AS minute, outcome, took, waited, i % 50 AS command,"
+        f" {seek('took', len(EDGES))} AS db, {seek('waited', len(EDGES))} AS wb FROM gen")
+    conn.execute("INSERT INTO b SELECT hour, 60, outcome, took, waited, command, db, wb FROM b")
+    conn.execute(f"INSERT INTO b SELECT {TOTAL_HOUR}, 60, outcome, took, waited, command, db, wb FROM b"
+                 " WHERE minute = 60")
+    for column in ("db", "wb"):
+        conn.execute(
+            f"CREATE TEMP TABLE h{column} AS SELECT hour, minute, outcome,"
+            f" json_group_object(CAST({column} AS TEXT), n) AS j FROM (SELECT hour, minute, outcome, {column},"
+            f" count(*) AS n FROM b GROUP BY hour, minute, outcome, {column}) GROUP BY hour, minute, outcome")
+    conn.execute(
+        "INSERT INTO run_counts SELECT a.hour, a.minute, 'default', a.outcome, a.runs, a.s, a.m, a.w, d.j, w.j"
+        " FROM (SELECT hour, minute, outcome, count(*) AS runs, sum(took) AS s, max(took) AS m,"
+        "       max(waited) AS w FROM b GROUP BY hour, minute, outcome) AS a"
+        " JOIN hdb AS d USING (hour, minute, outcome) JOIN hwb AS w USING (hour, minute, outcome)")
+    conn.execute(
+        f"INSERT INTO failure_counts SELECT hour, minute, 'default', command, count(*),"
+        f" 'failing command ' || command FROM b WHERE outcome = 'failed' AND hour < {TOTAL_HOUR}"
+        " GROUP BY hour, minute, command")
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return time.perf_counter() - started
+
+
+def m10_history(cfg: Config, scratch: Scratch) -> list:
+    n = cfg.big_rows
+    rows = []
+    for label, span in (("in the last hour", 3300.0), ("over 30 days", 30 * 86400.0)):
+        home = fresh_home(scratch, "history")
+        cwd = os.path.dirname(home)
+        build_db(home, 100_000)  # jobs waiting, so that status and the `now` figures have work
+        empty = os.path.getsize(os.path.join(home, "queue.db"))
+        seconds = build_runs(home, n, span)
+        grown = os.path.getsize(os.path.join(home, "queue.db")) - empty
+        print(f"   (built {n:,} runs {label} in {seconds:.1f} s; the database grew {grown / 1e6:.0f} MB)", flush=True)
+        total = json.loads(run(qctl(home, "stats", "--since", "31d", "--json"), cwd).stdout)["runs"]["total"]
+        if total != n:
+            raise BenchError(f"stats counts {total} runs, not {n}")
+        argvs = {"status": qctl(home, "status"), "stats": qctl(home, "stats"),
+                 "stats --json": qctl(home, "stats", "--json"), "metrics": qctl(home, "metrics")}
+        if span > 86400:
+            argvs = {"status": argvs["status"], "stats --since 30d": qctl(home, "stats", "--since", "30d")}
+        for argv in argvs.values():
+            run(argv, cwd)
+        times: dict = {name: [] for name in argvs}
+        for _ in range(cfg.read_runs):
+            order = list(argvs)
+            random.shuffle(order)
+            for name in order:
+                times[name].append(timed(argvs[name], cwd))
+        for name in argvs:
+            if name == "status":
+                continue
+            ratio = paired_ratio(times[name], times["status"])
+            rows.append(Row(f"10. `{name}`, {n:,} runs {label}", times[name], times["status"], ratio,
+                            "≤ 2×", ratio <= 2.0, fmt_ms,
+                            "baseline: `status` on the same database (100,000 jobs waiting)"))
+        if span < 86400:
+            rows.append(Row(f"10'. database growth per {n:,} runs (MB; 3-byte output tails)", [grown / 1e6], None,
+                            None, "(report)", None, lambda x: f"{x:,.0f} MB"))
+    # The other end: every run keeping a full 4 KiB tail (measured on 20,000, scaled to a million).
+    home = fresh_home(scratch, "history-tails")
+    build_db(home, 1000)
+    before = os.path.getsize(os.path.join(home, "queue.db"))
+    build_runs(home, 20_000, 3000.0, tail="x" * 4095 + "\n")
+    per_million = (os.path.getsize(os.path.join(home, "queue.db")) - before) / 20_000 * 1e6
+    rows.append(Row("10''. database growth per 1,000,000 runs with 4 KiB output tails (MB)", [per_million / 1e6],
+                    None, None, "(report)", None, lambda x: f"{x:,.0f} MB", "measured on 20,000 runs, scaled"))
+    return rows
+
+
+BASE_SRC: list = []  # --base-src: a checkout of queuectl without run history, for measure 9
+
+# Measure 9'': a worker's database work per job, in one process, without running anything: record
+# the outcome and claim the next job in one transaction, as Worker._record does.
+RECORD_LOOP = textwrap.dedent('''\
+    import os, sys, time
+    from queuectl.models import NewJob, Outcome
+    from queuectl.repository import Store
+    from queuectl.worker import record_outcome
+    db, n = sys.argv[1], int(sys.argv[2])
+    store = Store.open(db, durable=False)
+    now = time.time()
+    store.insert([NewJob(None, "true", 3, 0, None, now, "/") for _ in range(n + 1)], now)
+    settings = {"backoff_base": 2, "backoff_max": 3600}
+    job = store.claim_next("w", time.time())
+    started = time.process_time()  # CPU time: a shared machine's load leaves it nearly alone
+    for _ in range(n):
+        with store.transaction():
+            record_outcome(store, settings, job, "w", Outcome(0, None), time.time())
+            job = store.claim_next("w", time.time())
+    print((time.process_time() - started) / n * 1e6)
+''')
+
+
+def m9_drain_recording(cfg: Config, scratch: Scratch) -> list:
+    if not BASE_SRC:
+        raise BenchError("measure 9 needs --base-src PATH: a checkout to compare with "
+                         "(git worktree add /tmp/base main)")
+    import queuectl
+
+    ours_src = os.path.dirname(os.path.dirname(os.path.abspath(queuectl.__file__)))
     n = cfg.drain_jobs
     where = scratch.new("drain9-input")
     jobs = write(os.path.join(where, "jobs.jsonl"), "".join('{"command": "true"}\n' for _ in range(n)))
 
-    def drain(script: str) -> float:
-        home = fresh_home(scratch, "drain9")
-        cwd = os.path.dirname(home)
-        run([script, "--home", home, "enqueue", "--file", jobs], cwd)
-        try:
-            seconds = timed([script, "--home", home, "worker", "start", "--count", "2", "--burst"], cwd, timeout=600)
-        finally:
-            run([script, "--home", home, "worker", "stop", "--force", "--timeout", "10"], cwd, check=False)
-        if json.loads(run([script, "--home", home, "status", "--json"], cwd).stdout)["completed"] != n:
-            raise BenchError("drain9: not every job completed")
-        return n / seconds
+    import resource
 
-    mine, theirs = alternate(cfg.drain_runs, lambda: drain(QUEUECTL), lambda: drain(BASE_QUEUECTL))
+    cpu: dict = {}
+
+    def drain(src: str) -> Callable[[], float]:
+        env = {**ENV, "PYTHONPATH": src}
+
+        def once() -> float:
+            home = fresh_home(scratch, "drain9")
+            cwd = os.path.dirname(home)
+            argv = lambda *args: [sys.executable, "-m", "queuectl", "--home", home, *args]  # noqa: E731
+            run(argv("enqueue", "--file", jobs), cwd, env=env)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            seconds = timed(argv("worker", "start", "--count", "2", "--burst"), cwd, timeout=600, env=env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            # CPU of the whole pool and its jobs (every descendant is reaped): a shared machine's
+            # load lengthens the wall time, much less the CPU each job costs.
+            used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            cpu.setdefault(src, []).append(used / n * 1e6)
+            done = json.loads(run(argv("status", "--json"), cwd, env=env).stdout)["completed"]
+            if done != n:
+                raise BenchError(f"drain ({src}): {done} of {n} completed")
+            return n / seconds
+        return once
+
+    mine, theirs = alternate(cfg.drain_runs, drain(ours_src), drain(BASE_SRC[0]))
     ratio = paired_ratio(mine, theirs)
-    return [Row(f"9. drain {n:,} `true` jobs, 2 workers, after/before (jobs/s)", mine, theirs, ratio,
-                "≥ 0.97× (no slower)", ratio >= 0.97, fmt_rate, f"baseline: {BASE_QUEUECTL}")]
+    script = write(os.path.join(where, "record_loop.py"), RECORD_LOOP)
+
+    def record(src: str) -> Callable[[], float]:
+        def once() -> float:
+            there = scratch.new("record9")
+            out = run([sys.executable, script, os.path.join(there, "queue.db"), str(n)], there,
+                      env={**ENV, "PYTHONPATH": src}).stdout
+            return float(out)
+        return once
+
+    rec_ours, rec_base = alternate(cfg.drain_runs, record(ours_src), record(BASE_SRC[0]))
+    ours_cpu, base_cpu = cpu[ours_src], cpu[BASE_SRC[0]]
+    cpu_ratio = paired_ratio(ours_cpu, base_cpu)
+    return [Row(f"9. drain {n:,} `true` jobs, 2 workers, this checkout vs --base-src (jobs/s)", mine, theirs, ratio,
+                "≥ 0.95×", ratio >= 0.95, fmt_rate, f"baseline: the same drain by {BASE_SRC[0]} (no run history)"),
+            Row("9'. CPU per job of that drain (pool, workers and the jobs' shells)", ours_cpu, base_cpu,
+                cpu_ratio, "≤ 1.05×", cpu_ratio <= 1.05, fmt_us),
+            Row("9''. (extra) record + claim per job, in one process, no run (µs of CPU)", rec_ours, rec_base,
+                paired_ratio(rec_ours, rec_base), "(report)", None, fmt_us,
+                "the database work Worker._record does per job, without the run itself")]
 
 
 def warm_up(scratch: Scratch) -> None:
@@ -674,6 +836,8 @@ def warm_up(scratch: Scratch) -> None:
     run(qctl(home, "status"), cwd)
     try:
         run(qctl(home, "worker", "start", "--burst"), cwd, timeout=60)
+        run(qctl(home, "stats"), cwd)
+        run(qctl(home, "metrics"), cwd)
         start_pool(home, 1)
     finally:
         stop_pools(home)
@@ -788,9 +952,9 @@ MEASURES = {
     6: ("status/list at size", m6_read_big),
     7: ("claim cost at size", m7_claim),
     8: ("claim cost with steering", m8_steer_claim),
-    9: ("drain before/after", m9_drain_before_after),
+    9: ("drain against another checkout", m9_drain_recording),
+    10: ("stats and metrics at a million runs", m10_history),
 }
-BASE_QUEUECTL: Optional[str] = None  # --base-queuectl
 
 
 def main() -> int:
@@ -799,18 +963,17 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated measure numbers, e.g. 1,4")
     parser.add_argument("--json", metavar="PATH", help="also write every sample to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
-    parser.add_argument("--base-queuectl", metavar="PATH",
-                        help="measure 9: the console script of another checkout (e.g. main's) to drain beside")
+    parser.add_argument("--base-src", metavar="PATH", help="measure 9's baseline: a checkout without run history")
     args = parser.parse_args()
-    global BASE_QUEUECTL
-    BASE_QUEUECTL = args.base_queuectl
+    if args.base_src:
+        BASE_SRC.append(os.path.abspath(args.base_src))
     if not os.access(QUEUECTL, os.X_OK):
         print(f"no queuectl console script at {QUEUECTL}: install queuectl into this Python's venv",
               file=sys.stderr)
         return 2
     cfg = QUICK if args.quick else FULL
     chosen = (sorted(int(x) for x in args.only.split(",")) if args.only
-              else sorted(m for m in MEASURES if m != 9 or BASE_QUEUECTL))
+              else sorted(m for m in MEASURES if m != 9 or BASE_SRC))
     scratch = Scratch(args.keep)
     ENV.pop("PYTHONDONTWRITEBYTECODE", None)
     ENV["PYTHONPYCACHEPREFIX"] = scratch.new("pycache")

@@ -30,6 +30,7 @@ ENV_RUN = "QUEUECTL_RUN"  # names the run: lets a later worker find what a lost 
 # home holds the original's worker ids, and must not kill the original's runs).
 ENV_HOME = "QUEUECTL_HOME"
 PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
+TAIL_BYTES = 4096  # of a run's output, kept with its run record
 
 
 def run_id(worker_id: str, job_id: str, attempt: int) -> str:
@@ -70,6 +71,7 @@ def run(job: Job, log_path: str, worker_id: str, interrupted: Callable[[], Optio
             return refused
         output_start = os.lseek(fd, 0, os.SEEK_END)
         outcome = _run(job, fd, output_start, worker_id, interrupted, tick)
+        outcome = outcome._replace(tail=_tail(fd, output_start))
         _close_run(fd, log_path, output_start, f"run {job.attempts} of job {job.id} ended after "
                    f"{time.monotonic() - started:.2f}s: {outcome.error or 'exit code 0'}")
         return outcome
@@ -159,7 +161,7 @@ def _run(job: Job, fd: int, output_start: int, worker_id: str, interrupted: Call
     if ended == "interrupted":
         return Outcome(None, "interrupted by a forced stop", interrupted=True)
     if ended == "timeout":
-        return Outcome(None, f"timed out after {human_seconds(float(job.timeout))}")
+        return Outcome(None, f"timed out after {human_seconds(float(job.timeout))}", kind="timeout")
     code = proc.returncode
     if code == 0:
         return Outcome(0, None)
@@ -424,6 +426,41 @@ def _last_line(fd: int, output_start: int) -> str:
     tail = os.pread(fd, size - begin, begin).decode("utf-8", "replace")
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def _tail(fd: int, output_start: int) -> str:
+    """The last TAIL_BYTES of what the run wrote, as text."""
+    size = os.fstat(fd).st_size
+    begin = max(output_start, size - TAIL_BYTES)
+    return _text(os.pread(fd, size - begin, begin)) if size > begin else ""
+
+
+def log_tail(log_path: str, job: Job) -> str:
+    """The tail of the output of the job's current run, read back from its log: for a run whose
+    worker died, so could not say. Empty if the log does not show that run's header."""
+    marker = f"=== run {job.attempts} of job {job.id} at ".encode()
+    try:
+        with open(log_path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            begin = max(0, size - TAIL_BYTES - 4096)  # room for the header line too
+            handle.seek(begin)
+            data = handle.read()
+    except OSError:
+        return ""
+    at = data.rfind(marker)
+    if at >= 0:
+        data = data[data.find(b"\n", at) + 1:] if b"\n" in data[at:] else b""
+    elif begin == 0:
+        return ""  # the whole log is here and the run never started writing to it
+    return _text(data[-TAIL_BYTES:])
+
+
+def _text(data: bytes) -> str:
+    """UTF-8 with replacement; a character cut in two by the start of the tail is dropped."""
+    cut = 0
+    while cut < min(3, len(data)) and 0x80 <= data[cut] < 0xC0:
+        cut += 1
+    return data[cut:].decode("utf-8", "replace")
 
 
 def _short(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Records that cross module boundaries: Job, NewJob, Outcome, and the five states.
+"""Records that cross module boundaries: Job, NewJob, Outcome, Run, and the five states.
 
 Records are typed NamedTuples rather than frozen dataclasses: just as immutable, and about ten
 times cheaper to define, which every CLI call pays at start-up (see bench/RESULTS.md).
@@ -81,22 +81,71 @@ class NewJob(NamedTuple):
     after: tuple = ()  # ids (or unique prefixes of existing ids) it waits for
 
 
+# What a run record's `outcome` can be (SPEC: run history).
+RUN_OUTCOMES = ("completed", "failed", "timeout", "lost", "interrupted", "cancelled")
+FAILED_RUNS = ("failed", "timeout", "lost")  # the runs that count as failures in `stats`
+
+
 class Outcome(NamedTuple):
     """How one run ended. `interrupted` means a forced stop killed it: it does not count.
-    `cancelled` means `cancel` stopped it: it counts, and the job goes to the DLQ."""
+    `cancelled` means `cancel` stopped it: it counts, and the job goes to the DLQ.
+
+    `kind` names a run outcome the exit code cannot tell ("timeout", "lost", "cancelled");
+    `tail` is the end of what the run wrote (at most TAIL_BYTES of its log, as text).
+    """
 
     exit_code: Optional[int]
     error: Optional[str]
     interrupted: bool = False
     cancelled: bool = False
+    kind: Optional[str] = None
+    tail: str = ""
 
     @property
     def succeeded(self) -> bool:
         return self.exit_code == 0 and self.error is None and not self.interrupted and not self.cancelled
 
+    @property
+    def run_outcome(self) -> str:
+        """The run record's `outcome`: one of RUN_OUTCOMES."""
+        if self.kind is not None:
+            return self.kind
+        if self.cancelled:
+            return "cancelled"
+        if self.interrupted:
+            return "interrupted"
+        return "completed" if self.succeeded else "failed"
+
 
 STOP_FORCE = "force"  # why a run is stopped: a forced stop of its worker (the run does not count)
 STOP_CANCEL = "cancel"  # or `cancel` of its job (it counts)
+
+
+class Run(NamedTuple):
+    """One recorded run of a job, as `show` lists it."""
+
+    attempt: int
+    worker: Optional[str]
+    host: Optional[str]
+    started_at: float
+    ended_at: float
+    outcome: str
+    exit_code: Optional[int]
+    error: Optional[str]
+    output_tail: str
+
+    def to_dict(self) -> dict:
+        return {
+            "attempt": self.attempt,
+            "worker": self.worker,
+            "host": self.host,
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "output_tail": self.output_tail,
+        }
 
 
 class WorkerInfo(NamedTuple):

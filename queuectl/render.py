@@ -129,3 +129,20 @@ def progress(total: int, minimum: int, what: str) -> Iterator[Optional[Callable[
         bar.current_item = f"0 of {total} {what}"
         bar.render_progress()
         yield update
+
+
+clip = _clip
+SHOWN_RUNS = 20  # `show` lists the last runs; `show --json` all of them
+
+
+def runs_table(runs: list) -> str:
+    from .stats import human
+
+    shown = runs[-SHOWN_RUNS:]
+    rows = [(run.attempt, short_iso(run.started_at), human(run.ended_at - run.started_at), run.outcome,
+             "-" if run.exit_code is None else run.exit_code, _clip(run.worker, 24), _clip(run.error, 50))
+            for run in shown]
+    text = table(rows, ["RUN", "STARTED (UTC)", "TOOK", "OUTCOME", "EXIT", "WORKER", "ERROR"])
+    if len(runs) > len(shown):
+        text = f"({len(runs) - len(shown)} earlier runs not shown; `show --json` lists them all)\n" + text
+    return text

@@ -15,8 +15,9 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 from .errors import Conflict, DatabaseDamaged, NotFound, StoreError
 from .home import create_private
-from .models import (CANCELLED, COMPLETED, DEAD, FAILED, FINISHED, PENDING, PROCESSING, STATES, Job,
-                     QueueInfo, WorkerInfo)
+from . import stats
+from .models import (CANCELLED, COMPLETED, DEAD, FAILED, FAILED_RUNS, FINISHED, PENDING, PROCESSING, STATES,
+                     Job, QueueInfo, Run, WorkerInfo)
 
 # Callers catch these to report a database failure with its path, without importing sqlite3.
 # They are the transient ones (busy, locked, full, I/O): a damaged file raises DatabaseDamaged.
@@ -231,8 +232,69 @@ _SCHEMA_V5 = """
 ALTER TABLE jobs ADD COLUMN cancel_requested REAL;
 """
 
+# v6: run history. One row per run in `runs`, written in the same transaction as the job's
+# transition, and deleted with its job (by the trigger, so every way of deleting jobs takes
+# them). `stats` and `metrics` read aggregates kept up to date in that same transaction, so
+# their cost does not grow with the number of runs. `run_counts` holds, per queue and outcome,
+# a row per minute (minute 0-59 of its hour), a row per hour (minute 60, after its minutes) and
+# the running totals (hour TOTAL_HOUR): one table, so the three rows a run updates share the
+# B-tree's last page (one page written per commit instead of three). A window reads its first,
+# partial hour in minutes and every later hour in hours; rows older than RETENTION_MINUTES are
+# dropped, never the totals, which delete and purge do not touch either (Prometheus counters).
+# Histograms are JSON objects {bucket: count}, bucket being an index into stats.EDGES.
+# `failure_counts` counts failed runs by command the same way (minutes and hours, no totals).
+_SCHEMA_V6 = """
+-- The aggregates use SQLite's JSON functions (built in since 3.38, and in every common build
+-- before): fail here, at once and with the database's path, rather than at a worker's first run.
+SELECT json_set('{}', '$."0"', 1);
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY,
+    job_seq     INTEGER NOT NULL,  -- jobs.seq of the job that ran
+    queue       TEXT NOT NULL DEFAULT 'default',
+    attempt     INTEGER NOT NULL,
+    worker      TEXT,
+    host        TEXT,
+    started_at  REAL NOT NULL,
+    ended_at    REAL NOT NULL,
+    outcome     TEXT NOT NULL,
+    exit_code   INTEGER,
+    error       TEXT,
+    output_tail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX runs_of_job ON runs (job_seq);
+CREATE TRIGGER runs_go_with_their_job AFTER DELETE ON jobs BEGIN
+    DELETE FROM runs WHERE job_seq = OLD.seq;
+END;
+CREATE TABLE run_counts (
+    hour         INTEGER NOT NULL,  -- epoch hour the runs ended in; TOTAL_HOUR for the totals
+    minute       INTEGER NOT NULL,  -- 0-59: a minute of that hour; 60: the whole hour
+    queue        TEXT NOT NULL DEFAULT 'default',
+    outcome      TEXT NOT NULL,
+    runs         INTEGER NOT NULL,
+    duration_sum REAL NOT NULL,
+    duration_max REAL NOT NULL,
+    wait_max     REAL NOT NULL,
+    durations    TEXT NOT NULL,  -- histogram of run durations
+    waits        TEXT NOT NULL,  -- histogram of waits from due to start
+    PRIMARY KEY (hour, minute, queue, outcome)
+) WITHOUT ROWID;
+-- Written only when an hour's first run ends: updating a row leaves its index entry alone.
+CREATE INDEX run_counts_hours ON run_counts (hour) WHERE minute = 60;
+-- Failed runs by command (a hash of it), for "the commands that fail most".
+CREATE TABLE failure_counts (
+    hour         INTEGER NOT NULL,
+    minute       INTEGER NOT NULL,
+    queue        TEXT NOT NULL DEFAULT 'default',
+    command_hash INTEGER NOT NULL,
+    failures     INTEGER NOT NULL,
+    command      TEXT NOT NULL,  -- its first COMMAND_CHARS characters
+    PRIMARY KEY (hour, minute, queue, command_hash)
+);
+CREATE INDEX failure_counts_hours ON failure_counts (hour) WHERE minute = 60;
+"""
+
 # Each entry brings the schema from version N-1 to N; append, never edit.
-MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
+MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5, _SCHEMA_V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -273,6 +335,7 @@ class Store:
         self._conn = conn
         self.path = path
         self._depth = 0  # nesting of _write(): only the outermost begins and commits
+        self._kept_minute: Optional[int] = None  # when record_run last dropped old aggregates
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -971,6 +1034,95 @@ class Store:
                 self._bury_dependents([job.id], now)
         return done
 
+    # -- run history ------------------------------------------------------------------------
+
+    def record_run(self, job: Job, run: Run, queue: str = "default") -> None:
+        """Record one finished run of `job` and count it in the aggregates; call it in the
+        transaction of the job's transition, so history and job never disagree."""
+        duration = max(0.0, run.ended_at - run.started_at)
+        wait = max(0.0, run.started_at - job.run_at)
+        minute = int(run.ended_at // 60)
+        params = {
+            "seq": job.seq, "queue": queue, "attempt": run.attempt, "worker": run.worker,
+            "host": run.host, "started": run.started_at, "ended": run.ended_at,
+            "outcome": run.outcome, "exit_code": run.exit_code, "error": run.error,
+            "tail": run.output_tail, "duration": duration, "wait": wait,
+            "dpath": f'$."{stats.bucket(duration)}"', "wpath": f'$."{stats.bucket(wait)}"',
+        }
+        with self._write() as conn:
+            conn.execute(_RUN_INSERT, params)
+            for hour, slot in ((minute // 60, minute % 60), (minute // 60, WHOLE_HOUR), (TOTAL_HOUR, WHOLE_HOUR)):
+                params.update(hour=hour, slot=slot)
+                conn.execute(_COUNT_UPSERT, params)
+            if run.outcome in FAILED_RUNS:
+                params.update(hash=_command_hash(job.command), command=job.command[:COMMAND_CHARS])
+                for slot in (minute % 60, WHOLE_HOUR):
+                    params.update(hour=minute // 60, slot=slot)
+                    conn.execute(_FAILURE_UPSERT, params)
+            if minute != self._kept_minute:  # once a minute: drop aggregates past retention
+                self._kept_minute = minute
+                past = (minute - RETENTION_MINUTES) // 60
+                conn.execute("DELETE FROM run_counts WHERE hour < ?", (past,))
+                conn.execute("DELETE FROM failure_counts WHERE hour < ?", (past,))
+
+    def runs_of(self, job: Job) -> list:
+        """The job's runs, oldest first."""
+        rows = self._conn.execute(
+            "SELECT attempt, worker, host, started_at, ended_at, outcome, exit_code, error, output_tail"
+            " FROM runs WHERE job_seq = ? ORDER BY id", (job.seq,))
+        return [Run(*row) for row in rows]
+
+    def run_window(self, since: float, queue: Optional[str] = None) -> "stats.Window":
+        """The runs that ended from the minute of `since` on, summed from the aggregates."""
+        periods, params = _window("run_counts", "outcome, runs, duration_sum, duration_max, wait_max, durations, waits",
+                                  since, queue)
+        by_outcome, total, longest, waited = {}, 0.0, 0.0, 0.0
+        for outcome, runs, duration_sum, duration_max, wait_max in self._conn.execute(
+                "SELECT outcome, sum(runs), sum(duration_sum), max(duration_max), max(wait_max)"
+                f" FROM ({periods}) GROUP BY outcome", params):
+            by_outcome[outcome] = runs
+            total += duration_sum
+            longest, waited = max(longest, duration_max), max(waited, wait_max)
+        histograms = [
+            dict((int(key), n) for key, n in self._conn.execute(
+                f"SELECT h.key, sum(h.value) FROM ({periods}) AS p, json_each(p.{column}) AS h GROUP BY h.key",
+                params))
+            for column in ("durations", "waits")
+        ]
+        return stats.Window(by_outcome, histograms[0], total, longest, histograms[1], waited)
+
+    def failing_commands(self, since: float, queue: Optional[str] = None, limit: int = 5) -> list:
+        """[(command, failed runs)] of the commands with the most failed runs from `since` on."""
+        periods, params = _window("failure_counts", "command_hash, command, failures", since, queue)
+        return [tuple(row) for row in self._conn.execute(
+            f"SELECT command, sum(failures) AS n FROM ({periods})"
+            " GROUP BY command_hash ORDER BY n DESC, command LIMIT :limit", {**params, "limit": limit})]
+
+    def run_totals(self) -> list:
+        """[(queue, outcome, runs, duration_sum, durations histogram)] since the queue began:
+        deleting or purging jobs never lowers them."""
+        import json
+
+        rows = self._conn.execute("SELECT queue, outcome, runs, duration_sum, durations FROM run_counts"
+                                  " WHERE hour = ? AND minute = ? ORDER BY queue, outcome",
+                                  (TOTAL_HOUR, WHOLE_HOUR))
+        return [(queue, outcome, runs, total, stats.merge({}, json.loads(histogram)))
+                for queue, outcome, runs, total, histogram in rows]
+
+    def oldest_due(self, now: float, queues: Optional[list] = None) -> Optional[float]:
+        """Seconds the longest-waiting due job (of these queues) has waited since its run_at;
+        None if none is due. Jobs a worker may not take now (paused, or waiting for another
+        job) are not counted: they wait for a person or for that job, not for a worker."""
+        earliest = self.next_run_at(queues)
+        return None if earliest is None or earliest > now else now - earliest
+
+    def paused_queues(self) -> dict:
+        """{queue: paused?} for every queue with jobs or settings (its `queues` row): cheap,
+        whatever the number of jobs."""
+        rows = dict(self._conn.execute("SELECT name, paused FROM queues"))
+        every = rows.pop(ALL_QUEUES, 0) == 1
+        return {name: flag == 1 or (every and flag != -1) for name, flag in sorted(rows.items())}
+
     # -- workers ---------------------------------------------------------------------------
 
     def register_worker(self, worker_id: str, pid: int, pool_id: str, host: str, home: str,
@@ -1055,6 +1207,56 @@ def _telling(params: Iterator, rows_each: int, progress: Callable[[int], None]) 
             progress(100 * rows_each)
     if number % 100:
         progress(number % 100 * rows_each)
+
+
+RETENTION_MINUTES = 31 * 24 * 60  # how long per-minute and per-hour aggregates are kept: `stats --since` at most
+COMMAND_CHARS = 500  # of a failing command, kept for `stats`
+_RUN_INSERT = (
+    "INSERT INTO runs (job_seq, queue, attempt, worker, host, started_at, ended_at, outcome,"
+    " exit_code, error, output_tail) VALUES (:seq, :queue, :attempt, :worker,"
+    " coalesce(:host, (SELECT host FROM workers WHERE worker_id = :worker)),"
+    " :started, :ended, :outcome, :exit_code, :error, :tail)"
+)
+WHOLE_HOUR = 60  # run_counts.minute of an hour's row
+TOTAL_HOUR = 1 << 62  # run_counts.hour of the totals: after every real hour, never dropped
+_COUNT_UPSERT = (
+    "INSERT INTO run_counts (hour, minute, queue, outcome, runs, duration_sum, duration_max, wait_max,"
+    " durations, waits) VALUES (:hour, :slot, :queue, :outcome, 1, :duration, :duration, :wait,"
+    " json_set('{}', :dpath, 1), json_set('{}', :wpath, 1))"
+    " ON CONFLICT (hour, minute, queue, outcome) DO UPDATE SET runs = runs + 1,"
+    " duration_sum = duration_sum + :duration, duration_max = max(duration_max, :duration),"
+    " wait_max = max(wait_max, :wait),"
+    " durations = json_set(durations, :dpath, coalesce(json_extract(durations, :dpath), 0) + 1),"
+    " waits = json_set(waits, :wpath, coalesce(json_extract(waits, :wpath), 0) + 1)"
+)
+_FAILURE_UPSERT = (
+    "INSERT INTO failure_counts (hour, minute, queue, command_hash, failures, command)"
+    " VALUES (:hour, :slot, :queue, :hash, 1, :command)"
+    " ON CONFLICT (hour, minute, queue, command_hash) DO UPDATE SET failures = failures + 1"
+)
+
+
+def _window(table: str, columns: str, since: float, queue: Optional[str]) -> tuple:
+    """The aggregate rows of a window from the minute of `since` on: its first, partial hour
+    in minutes, every later hour in hours (at most 59 + 744 rows for 31 days). Returns
+    (a SELECT of `columns`, its parameters)."""
+    first = int(since // 60)
+    only = " AND queue = :queue" if queue is not None else ""
+    sql = (f"SELECT {columns} FROM {table} WHERE hour = :partial AND minute >= :minute AND minute < 60{only}"
+           f" UNION ALL SELECT {columns} FROM {table} WHERE minute = 60 AND hour >= :whole"
+           f" AND hour < {TOTAL_HOUR}{only}")
+    partial = first // 60
+    # An hour that starts on the window's first minute is whole; else its minutes are read.
+    whole = partial if first % 60 == 0 else partial + 1
+    return sql, {"partial": partial, "minute": first % 60 if first % 60 else 60, "whole": whole, "queue": queue}
+
+
+def _command_hash(command: str) -> int:
+    """A stable 64-bit hash (Python's hash() differs between processes)."""
+    import hashlib
+
+    digest = hashlib.blake2b(command.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _refuse_repeats(ids: list) -> None:

@@ -219,7 +219,7 @@ class Supervisor:
         try:
             settings = load_config(self.home.config_path)
             for job in store.jobs_of_worker(worker_id):
-                verdict = recover_lost_job(store, settings, self.home, job, now())
+                verdict = recover_lost_job(store, settings, self.home, job, now(), self.home.log_path(job.id))
                 if verdict:
                     say(f"job {job.id} of worker {pid}: {verdict}")
             store.remove_worker(worker_id)

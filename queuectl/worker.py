@@ -11,7 +11,7 @@ from . import executor, retry
 from .config import LiveConfig
 from .errors import DatabaseDamaged, QueuectlError
 from .home import QueueHome
-from .models import STOP_CANCEL, STOP_FORCE, Job, Outcome
+from .models import CANCELLED, STOP_CANCEL, STOP_FORCE, Job, Outcome, Run
 from .pidfile import HOST, is_pool_worker, pid_alive
 from .render import printable
 from .repository import DB_ERRORS, Store
@@ -36,7 +36,27 @@ class Flags:
 
 def record_outcome(store: Store, settings: dict, job: Job, holder: str, outcome: Outcome,
                    now: float) -> Optional[str]:
-    """Apply one run's outcome to the job `holder` held; a verdict, or None if the job moved on."""
+    """Apply one run's outcome to the job `holder` held, and record the run in the same
+    transaction; a verdict, or None if the job moved on (then the run is not recorded: the
+    worker that took the job back recorded it as lost)."""
+    with store.transaction():
+        verdict = _transition(store, settings, job, holder, outcome, now)
+        if verdict == CANCELLED:  # however the run ended, a cancel request decided the job's fate
+            outcome = outcome._replace(kind=CANCELLED, error=CANCELLED)
+        if verdict is not None:
+            store.record_run(job, _run_record(job, holder, outcome, now), job.queue)
+    return verdict
+
+
+def _run_record(job: Job, holder: str, outcome: Outcome, now: float) -> Run:
+    kind = outcome.run_outcome
+    host = None if kind == "lost" else HOST  # a lost run's host is its worker's (see record_run)
+    return Run(job.attempts, holder, host, job.started_at or now, now, kind, outcome.exit_code,
+               outcome.error, outcome.tail)
+
+
+def _transition(store: Store, settings: dict, job: Job, holder: str, outcome: Outcome,
+                now: float) -> Optional[str]:
     if outcome.cancelled:
         return _cancelled(store, job, holder, now)
     if outcome.interrupted:
@@ -62,13 +82,16 @@ def _failed(store: Store, settings: dict, job: Job, holder: str, outcome: Outcom
 def _cancelled(store: Store, job: Job, holder: str, now: float) -> Optional[str]:
     """Record the run as cancelled: the store refuses the other transitions of a job whose
     cancel was requested, even when the run ended on its own just as the request came."""
-    return "cancelled" if store.mark_cancelled(job, holder, now) else None
+    return CANCELLED if store.mark_cancelled(job, holder, now) else None
 
 
-def recover_lost_job(store: Store, settings: dict, home: QueueHome, job: Job, now: float) -> Optional[str]:
+def recover_lost_job(store: Store, settings: dict, home: QueueHome, job: Job, now: float,
+                     log_path: Optional[str] = None) -> Optional[str]:
     """A job whose worker died: stop what is left of its run, then count it as a failed run."""
     executor.kill_strays(os.path.realpath(home.root), job.worker_id, job.id, job.attempts)
-    return record_outcome(store, settings, job, job.worker_id, Outcome(None, LOST), now)
+    tail = executor.log_tail(log_path, job) if log_path else ""
+    outcome = Outcome(None, LOST, kind="lost", tail=tail)
+    return record_outcome(store, settings, job, job.worker_id, outcome, now)
 
 
 class Worker:
@@ -277,7 +300,8 @@ class Worker:
             if job.worker_id == self.worker_id or not self._is_lost(job.worker_id, pid, host, heartbeat_at,
                                                                     now, lease):
                 continue
-            verdict = recover_lost_job(self.store, self.config.current(), self.home, job, self.clock())
+            log = self.home.log_path(job.id) if host in (None, HOST) else None  # else: that host's log
+            verdict = recover_lost_job(self.store, self.config.current(), self.home, job, self.clock(), log)
             if verdict:
                 self.say(f"job {job.id} of lost worker {job.worker_id}: {verdict}")
             self.store.remove_worker(job.worker_id)

@@ -35,7 +35,10 @@ def enqueue(cli, *args, input=None) -> str:
 
 
 def show(cli, job_id) -> dict:
-    return cli.json("show", job_id)
+    """The job's fields from `show --json`, which adds its `runs` and `log` after them."""
+    data = cli.json("show", job_id)
+    assert list(data)[-2:] == ["runs", "log"]
+    return {key: value for key, value in data.items() if key not in ("runs", "log")}
 
 
 def listed(cli, *args) -> list:
@@ -603,8 +606,10 @@ def test_list_refuses_bad_options(cli, args):
 def test_show_in_full_with_the_log_path(cli, home):
     enqueue(cli, "--id", "job1", "--max-retries", "2", "--timeout", "5", "echo hi")
     result = cli("show", "job1")
-    fields = dict(re.match(r"(\w+):\s+(.*)", line).groups() for line in result.stdout.splitlines())
+    detail, runs = result.stdout.split("\n\n")
+    fields = dict(re.match(r"(\w+):\s+(.*)", line).groups() for line in detail.splitlines())
     assert list(fields) == JOB_FIELDS + ["log"]
+    assert runs == "No runs yet.\n"
     assert fields["log"] == os.path.join(home, "logs", "job1.log")
     assert (fields["id"], fields["command"], fields["state"], fields["timeout"]) == ("job1", "echo hi", "pending", "5s")
     assert fields["attempts"].startswith("0")

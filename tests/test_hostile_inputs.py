@@ -363,6 +363,17 @@ CASES = [
     case("requeue", "nope", code=1, id="requeue-unknown"),
     case("requeue", id="requeue-nothing"),
     case("delete", "keep2", code=1, id="delete-a-job-waited-for"),
+    # Run history: stats and metrics.
+    case("stats", "--since", "5x", id="stats-since-unit"),
+    case("stats", "--since", "0", id="stats-since-zero"),
+    case("stats", "--since", "1y", id="stats-since-years"),
+    case("stats", "--since", "32d", id="stats-since-past-retention"),
+    case("stats", "--since", "2999-01-01T00:00:00Z", id="stats-since-future"),
+    case("stats", "--since", "", id="stats-since-empty"),
+    case("stats", "--queue", "a/b", id="stats-queue-slash"),
+    case("stats", "--queue", "", id="stats-queue-empty"),
+    case("metrics", "--output", "@", id="metrics-output-a-directory"),
+    case("metrics", "--output", "@missing/q.prom", code=1, id="metrics-output-missing-directory"),
     # Usage.
     case("bogus", id="unknown-command"),
     case("", id="empty-command"),
@@ -463,6 +474,7 @@ CONFIG_COMMANDS = [
     ("status",), ("enqueue", "true"), ("config", "get"), ("config", "get", "max_retries"),
     ("config", "set", "max_retries", "5"), ("config", "reset", "max_retries"),
     ("worker", "start", "--burst"), ("worker", "start", "--detach"), ("worker", "status"),
+    ("stats",), ("metrics",),
 ]
 
 
@@ -518,7 +530,7 @@ DB_COMMANDS = [
     ("status",), ("list",), ("enqueue", "true"), ("enqueue", "--file", "-"), ("show", "keep1"),
     ("logs", "keep1"), ("wait", "keep1", "--timeout", "1"), ("delete", "keep1"), ("dlq", "list"),
     ("dlq", "retry", "--all"), ("purge", "--state", "dead", "--yes"), ("worker", "start", "--burst"),
-    ("worker", "start", "--detach"), ("worker", "status"),
+    ("worker", "start", "--detach"), ("worker", "status"), ("stats",), ("metrics",),
 ]
 
 

@@ -31,7 +31,10 @@ def refused(cli, *args, code, input=None) -> str:
 
 
 def job(cli, job_id) -> dict:
-    return cli.json("show", job_id)
+    """The job's fields as `show --json` gives them, less its runs and log path."""
+    shown = cli.json("show", job_id)
+    del shown["runs"], shown["log"]
+    return shown
 
 
 # -- enqueue --queue / --after -------------------------------------------------------------------

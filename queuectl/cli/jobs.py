@@ -148,19 +148,23 @@ def list_(app: App, state: Optional[str], queue: Optional[str], limit: int, as_j
 @json_option
 @pass_app
 def show(app: App, job_id: str, as_json: bool) -> None:
-    """Show one job in full, with what it still waits for and its log file's path.
+    """Show one job in full: its runs, what it still waits for, its log file's path.
 
     \b
     Example:
       queuectl show job1
     """
     job = app.store.get(app.resolve_ids((job_id,))[0])
+    runs = app.store.runs_of(job)
     if as_json:
-        render.emit_json(job.to_dict())
-    else:
-        click.echo(render.job_detail(job, app.home.log_path(job.id), _run_pid(app, job)))
-        if job.after and job.state not in FINISHED:
-            click.echo(waits_for_line(app.store.waiting_for(job.id)))
+        render.emit_json({**job.to_dict(), "runs": [run.to_dict() for run in runs],
+                          "log": app.home.log_path(job.id)})
+        return
+    click.echo(render.job_detail(job, app.home.log_path(job.id), _run_pid(app, job)))
+    if job.after and job.state not in FINISHED:
+        click.echo(waits_for_line(app.store.waiting_for(job.id)))
+    click.echo()
+    click.echo(render.runs_table(runs) if runs else "No runs yet.")
 
 
 def _run_pid(app: App, job) -> Optional[int]:
