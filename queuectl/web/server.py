@@ -12,6 +12,7 @@ import ipaddress
 import json
 import re
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -90,6 +91,7 @@ class DashboardServer(ThreadingHTTPServer):
         self.files = files
         self.hosts = allowed_hosts(options.host)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.stopping = False
         super().__init__((options.host, options.port), Handler)
 
     def process_request(self, request, client_address) -> None:
@@ -103,6 +105,13 @@ class DashboardServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+    def request_stop(self, signum, frame) -> None:
+        self.stopping = True  # a signal handler only sets a flag; service_actions acts on it
+
+    def service_actions(self) -> None:
+        if self.stopping:
+            raise _Stop()
 
     def handle_error(self, request, client_address) -> None:
         error = sys.exc_info()[1]
@@ -129,22 +138,28 @@ def load_files() -> dict:
 
 
 def serve(options: Options, say: Callable[[str], None]) -> None:
-    """Serve until interrupted. Binding errors are QueuectlErrors (exit 1)."""
+    """Serve until interrupted (Ctrl+C or SIGTERM). Binding errors are QueuectlErrors (exit 1)."""
     try:
         server = DashboardServer(options, load_files())
     except OSError as exc:
         raise QueuectlError(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}") from None
     host, port = server.server_address[:2]
     server.options = options._replace(port=port)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, server.request_stop)  # also when started in the background, SIGINT ignored
     shown = f"[{host}]" if ":" in host else host
     say(f"Serving the dashboard of {options.home.root} at http://{shown}:{port}/"
         + (" (read-only)" if options.read_only else ""))
     try:
         server.serve_forever(poll_interval=0.5)
-    except KeyboardInterrupt:
+    except _Stop:
         pass
     finally:
         server.server_close()
+
+
+class _Stop(Exception):
+    """Leaves serve_forever once a stop was asked for."""
 
 
 # -- requests ------------------------------------------------------------------------------------
