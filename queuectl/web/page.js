@@ -25,6 +25,20 @@ function el(tag, props, ...children) {
   return node;
 }
 
+/* Redraws `node` from `data` only when the data changed: rows under the pointer stay put. */
+function redraw(node, data, render) {
+  const signature = JSON.stringify(data);
+  if (node.dataset.signature === signature) return;
+  node.dataset.signature = signature;
+  node.replaceChildren(render(data));
+}
+
+function fragment(...nodes) {
+  const holder = document.createDocumentFragment();
+  holder.append(...nodes);
+  return holder;
+}
+
 function jobLink(id) {
   return el("a", { href: "#/job/" + encodeURIComponent(id), text: id });
 }
@@ -172,15 +186,17 @@ function pager(fetchPage, render) {
   let following = null;
   previous.addEventListener("click", () => { if (cursors.length > 1) { cursors.pop(); refresh(); } });
   next.addEventListener("click", () => { if (following) { cursors.push(following); refresh(); } });
+  const buttons = el("span", { class: "pager" }, previous, next);
   return {
-    node: el("div", {}, body, el("div", { class: "pager" }, previous, next, where)),
+    node: el("div", {}, body, el("div", { class: "pager" }, buttons, where)),
     reset() { cursors.length = 1; },
     async refresh() {
       const page = await fetchPage(cursors[cursors.length - 1]);
       following = page.next;
-      body.replaceChildren(render(page.jobs));
+      redraw(body, page.jobs, render);
       previous.disabled = cursors.length === 1;
       next.disabled = !page.next;
+      buttons.hidden = previous.disabled && next.disabled;  // one page: nothing to turn
       const total = page.total === null ? "" : " · " + page.total + " job" + (page.total === 1 ? "" : "s");
       where.textContent = "page " + cursors.length + total;
     },
@@ -190,7 +206,7 @@ function pager(fetchPage, render) {
 // -- views ---------------------------------------------------------------------------------------
 
 function overviewView() {
-  const cards = el("div", { class: "cards" });
+  const cards = el("div");
   const workers = el("div");
   const node = el("section", {},
     el("h2", { text: "Jobs" }), cards,
@@ -202,8 +218,9 @@ function overviewView() {
     node,
     async refresh() {
       const data = await getJSON("/api/overview");
-      cards.replaceChildren(...STATES.map((state) => card(state, data[state])), card("total", data.total));
-      workers.replaceChildren(workersTable(data.workers));
+      redraw(cards, data, () => el("div", { class: "cards" },
+        ...STATES.map((state) => card(state, data[state])), card("total", data.total)));
+      redraw(workers, data.workers, workersTable);
     },
   };
 }
@@ -254,7 +271,7 @@ function workersView() {
   const body = el("div");
   return {
     node: el("section", {}, el("h2", { text: "Live workers" }), body),
-    async refresh() { body.replaceChildren(workersTable(await getJSON("/api/workers"))); },
+    async refresh() { redraw(body, await getJSON("/api/workers"), workersTable); },
   };
 }
 
@@ -292,10 +309,11 @@ function jobView(id) {
         node.replaceChildren(heading, el("p", { class: "empty", text: "This job no longer exists." }));
         return;
       }
-      fields.replaceChildren(...names.flatMap((name) => [el("dt", { text: name }),
-        el("dd", { class: name === "state" ? "state " + job.state : "", text: job[name] === null ? "–" : String(job[name]) })]));
+      redraw(fields, job, () => fragment(...names.flatMap((name) => [el("dt", { text: name }),
+        el("dd", { class: name === "state" ? "state " + job.state : "", text: job[name] === null ? "–" : String(job[name]) })])));
       // [actions] Cancel (pending, failed, processing) and Requeue (completed, dead) join these.
-      actions.replaceChildren(...[retryButton(job), deleteButton(job, () => { location.hash = "#/jobs"; })].filter(Boolean));
+      redraw(actions, [job.state, session.readOnly], () => fragment(
+        ...[retryButton(job), deleteButton(job, () => { location.hash = "#/jobs"; })].filter(Boolean)));
       await followLog();
     },
   };
