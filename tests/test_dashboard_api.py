@@ -335,3 +335,25 @@ def test_bad_options_are_usage_errors(home, args):
 def test_sigterm_stops_it_cleanly(server):
     server.process.send_signal(15)
     assert server.process.wait(timeout=20) == 0
+
+
+def test_keep_alive_responses_are_not_held_back(server):
+    """A watching browser reuses one connection: no response may wait for a delayed ACK (Nagle's
+    algorithm held every body back 40 ms before TCP_NODELAY)."""
+    import http.client
+    import statistics
+    import time
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    took = []
+    try:
+        for _ in range(21):
+            started = time.perf_counter()
+            conn.request("GET", "/api/overview")
+            response = conn.getresponse()
+            assert response.status == 200 and response.getheader("Connection") != "close"
+            response.read()
+            took.append(time.perf_counter() - started)
+    finally:
+        conn.close()
+    assert statistics.median(took[1:]) < 0.025, took

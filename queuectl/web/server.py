@@ -193,6 +193,12 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "queuectl-dashboard"
     timeout = IDLE_SECONDS
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out as two writes; without this, Nagle's algorithm holds the body
+        # back until the client's delayed ACK: 40 ms added to every response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     @property
     def options(self) -> Options:
         return self.server.options
