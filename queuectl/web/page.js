@@ -108,7 +108,7 @@ async function refresh() {
   const view = current;
   try {
     await view.refresh();
-    if (view === current) setStatus("Updated " + new Date().toLocaleTimeString() + (session.readOnly ? " · read-only" : ""));
+    if (view === current) setStatus("Updated " + new Date().toISOString().slice(11, 19) + " UTC" + (session.readOnly ? " · read-only" : ""));
   } catch (error) {
     if (view === current) setStatus("Refresh failed: " + error.message, true);
   } finally {
@@ -171,7 +171,7 @@ function deadTable(jobs) {
   const rows = jobs.map((job) => el("tr", { "data-job": job.id },
     el("td", {}, jobLink(job.id)), cell(job.command, "command"), cell(job.attempts, "num"),
     cell(job.last_error, "error"), cell(shortTime(job.updated_at), "hide-narrow"),
-    el("td", {}, retryButton(job), " ", deleteButton(job))));
+    el("td", { class: "actions" }, retryButton(job), " ", deleteButton(job))));
   return table([["id"], ["command"], ["runs"], ["last error"], ["died", "hide-narrow"], [""]],
     rows, "The dead letter queue is empty.");
 }
@@ -208,16 +208,20 @@ function pager(fetchPage, render) {
 function overviewView() {
   const cards = el("div");
   const workers = el("div");
+  const dead = el("div");
   const node = el("section", {},
     el("h2", { text: "Jobs" }), cards,
     // [queues] the count per queue with its pause and limit goes here (GET /api/queues).
     // [chart] runs per minute over the last hour, succeeded and failed, as an SVG built with
     //         createElementNS, and duration p50/p95 beside it (GET /api/stats).
-    el("h2", { text: "Live workers" }), workers);
+    el("h2", { text: "Live workers" }), workers, dead);
   return {
     node,
     async refresh() {
-      const data = await getJSON("/api/overview");
+      const [data, dlq] = await Promise.all([getJSON("/api/overview"), getJSON("/api/dlq?limit=5")]);
+      redraw(dead, dlq.jobs, (jobs) => jobs.length
+        ? fragment(el("h2", {}, el("a", { href: "#/dlq", text: "Latest in the dead letter queue" })), deadTable(jobs))
+        : fragment());
       redraw(cards, data, () => el("div", { class: "cards" },
         ...STATES.map((state) => card(state, data[state])), card("total", data.total)));
       redraw(workers, data.workers, workersTable);
