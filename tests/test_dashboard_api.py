@@ -236,6 +236,25 @@ def test_a_host_header_that_does_not_name_the_dashboard_is_refused(server, host)
         assert_refused(server.get(path, host=host.format(port=server.port)), 403)
 
 
+def test_an_action_with_a_foreign_host_header_is_refused(home, server):
+    make_dead(home, "rebound")
+    assert_refused(server.post("/api/jobs/rebound/retry", host=f"rebind.example:{server.port}"), 403)
+    assert job_state(home, "rebound")["state"] == "dead"
+
+
+def test_a_database_that_cannot_be_read_is_a_503_not_a_traceback(home, server):
+    assert server.get("/api/overview").status == 200
+    db = os.path.join(home, "queue.db")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.unlink(db + suffix)
+    with open(db, "wb") as handle:
+        handle.write(b"this is not a database" * 200)
+    response = server.get("/api/overview")
+    assert_refused(response, 503)
+    assert "database" in response.json()["error"]
+
+
 def test_loopback_names_are_accepted(server):
     for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", f"LOCALHOST:{server.port}"):
         assert server.get("/api/overview", host=host).status == 200
@@ -326,7 +345,8 @@ def test_a_busy_port_is_an_error(home, server):
     assert result.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{server.port}")
 
 
-@pytest.mark.parametrize("args", [["--port", "70000"], ["--port", "x"], ["--token", "has space"], ["--token", ""]])
+@pytest.mark.parametrize("args", [["--port", "70000"], ["--port", "x"], ["--token", "has space"], ["--token", ""],
+                                  ["--token", "semi;colon"], ["--token", "a+b"]])
 def test_bad_options_are_usage_errors(home, args):
     result = run_cli(home, "dashboard", *args, timeout=30)
     assert result.returncode == 2 and result.stderr.startswith("Error:") and "Traceback" not in result.stderr

@@ -16,7 +16,10 @@ from typing import Iterator, Optional
 from .. import config, jobspec
 from ..home import QueueHome
 from ..models import DEAD, FINISHED, STATES
+from ..repository import DB_ERRORS, Store
 from ..timeutil import now
+
+__all__ = ["ApiError", "DB_ERRORS"]  # DB_ERRORS: for the server, which does not import sqlite3
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -33,8 +36,6 @@ class ApiError(Exception):
 
 @contextmanager
 def opened(home: QueueHome) -> Iterator:
-    from ..repository import Store
-
     store = Store.open(home.db_path)
     try:
         yield store

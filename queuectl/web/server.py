@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, NamedTuple, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from ..errors import BadInput, Conflict, NotFound, QueuectlError
+from ..errors import BadInput, Conflict, NotFound, QueuectlError, StoreError
 from ..home import QueueHome
 from . import api
 
@@ -73,9 +73,9 @@ def is_loopback(host: str) -> bool:
 
 def check_bind(host: str, token: Optional[str]) -> None:
     """Refuse a non-loopback address without a token, and a token that cannot be sent."""
-    if token is not None and (not token or not token.isascii() or not token.isprintable()
-                              or " " in token or len(token) > 512):
-        raise BadInput("the token must be 1-512 printable ASCII characters without spaces")
+    if token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{1,512}", token):
+        # What a URL and a cookie carry as they are (secrets.token_urlsafe() makes such tokens).
+        raise BadInput("the token must be 1-512 of A-Z a-z 0-9 . _ ~ -")
     if not token and not is_loopback(host):
         raise BadInput(f"--host {host} is reachable from other machines: give a token with --token "
                        f"or ${TOKEN_ENV} (or bind 127.0.0.1)")
@@ -185,7 +185,7 @@ POST_ROUTES = [
     (re.compile(rf"/api/jobs/{_JOB}/retry"), lambda h, q, m: api.retry(h.home, m["id"])),
     (re.compile(rf"/api/jobs/{_JOB}/delete"), lambda h, q, m: api.delete(h.home, m["id"])),
 ]
-STATUS_OF = ((BadInput, 400), (NotFound, 404), (Conflict, 409), (QueuectlError, 409))
+STATUS_OF = ((BadInput, 400), (NotFound, 404), (StoreError, 503), (Conflict, 409), (QueuectlError, 409))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -228,6 +228,8 @@ class Handler(BaseHTTPRequestHandler):
         except QueuectlError as exc:
             status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
             self._json(status, {"error": str(exc)})
+        except api.DB_ERRORS as exc:
+            self._json(503, {"error": f"database error: {exc}"[:200]})
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception as exc:  # a bug of ours, or the database: a short error, never a traceback
