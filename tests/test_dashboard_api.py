@@ -301,6 +301,7 @@ def test_a_token_is_required_once_set(home, dash):
     assert_refused(server.get("/"), 401)
     assert_refused(server.get("/api/overview", headers={"Authorization": "Bearer wrong"}), 401)
     assert_refused(server.get("/?token=wrong"), 401)
+    assert server.get("/%5cevil.example?token=s3cret-token").headers["location"] == "/"  # not off-site
     assert server.get("/api/overview", headers={"Authorization": "Bearer s3cret-token"}).status == 200
     once = server.get("/?token=s3cret-token")
     assert once.status == 303 and once.headers["location"] == "/"  # the token leaves the address bar

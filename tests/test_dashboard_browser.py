@@ -141,6 +141,19 @@ def test_dismissing_the_confirmation_changes_nothing(home, server, page):
     assert job_state(home, "stays")["state"] == "dead"
 
 
+def test_delete_on_a_job_page_goes_back_to_the_jobs(home, server, page):
+    from selenium.webdriver.common.by import By
+
+    enqueue(home, "--id", "to-delete", "echo bye")
+    go(page, server, "/job/to-delete")
+    wait_until(lambda: page.find_elements(By.CSS_SELECTOR, "#view button.danger"), timeout=20,
+               what="the Delete button")[0].click()
+    wait_until(lambda: _alert(page), timeout=10, what="the confirmation").accept()
+    wait_until(lambda: page.current_url.endswith("#/jobs"), timeout=20, what="the jobs view")
+    wait_until(lambda: run_cli(home, "show", "to-delete").returncode == 1, timeout=20, what="the job deleted")
+    wait_until(lambda: "No jobs here." in text_of(page, "#view"), timeout=20, what="an empty list")
+
+
 def test_a_script_in_a_command_shows_as_text_and_does_not_run(home, server, page):
     command = "echo '<script>window.__owned=1</script><img src=x onerror=\"window.__owned=2\">'"
     job_id = enqueue(home, "--id", "xss", command)

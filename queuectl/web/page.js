@@ -79,8 +79,8 @@ function actionButton(label, question, path, className, done) {
     try {
       await postAction(path);
       setStatus(label + ": done");
-      if (done) done();
-      refresh();
+      if (done) done();  // it moves to another view, which refreshes itself
+      else refresh();
     } catch (error) {
       setStatus(label + " failed: " + error.message, true);
       button.disabled = false;

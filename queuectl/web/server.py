@@ -18,7 +18,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, NamedTuple, Optional
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import BadInput, Conflict, NotFound, QueuectlError, StoreError
 from ..home import QueueHome
@@ -286,9 +286,8 @@ class Handler(BaseHTTPRequestHandler):
         if given is not None and _same(given, token):
             if self.command == "GET" and not path.startswith("/api/"):
                 # The token once in the URL: keep it in a cookie, and out of the address bar.
-                rest = urlencode(query)
-                raise Refused(303, "see other", {"Location": path + ("?" + rest if rest else ""),
-                                                 "Set-Cookie": self._cookie(token)})
+                # Always to the page itself: a Location built from the path could lead off-site.
+                raise Refused(303, "see other", {"Location": "/", "Set-Cookie": self._cookie(token)})
             return
         auth = self.headers.get("Authorization") or ""
         if auth.startswith("Bearer ") and _same(auth[len("Bearer "):].strip(), token):
