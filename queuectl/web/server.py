@@ -222,19 +222,18 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self._route(method)
         except Refused as refusal:
-            self._json(refusal.status, {"error": str(refusal)}, refusal.headers)
+            self._error(refusal.status, str(refusal), refusal.headers)
         except api.ApiError as exc:
-            self._json(exc.status, {"error": str(exc)})
+            self._error(exc.status, str(exc))
         except QueuectlError as exc:
-            status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
-            self._json(status, {"error": str(exc)})
+            self._error(next(code for kind, code in STATUS_OF if isinstance(exc, kind)), str(exc))
         except api.DB_ERRORS as exc:
-            self._json(503, {"error": f"database error: {exc}"[:200]})
+            self._error(503, f"database error: {exc}")
         except (ConnectionError, TimeoutError):
             self.close_connection = True
-        except Exception as exc:  # a bug of ours, or the database: a short error, never a traceback
+        except Exception as exc:  # a bug of ours: a short error, never a traceback
             print(f"dashboard: {self.command} {self.path[:200]}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            self._json(500, {"error": "internal error"})
+            self._error(500, "internal error")
 
     def _route(self, method: str) -> None:
         if len(self.path) > MAX_URL:
@@ -256,8 +255,10 @@ class Handler(BaseHTTPRequestHandler):
                     self._check_action()
                 self._json(200, view(self, query, match))
                 return
-        if any(p.fullmatch(url.path) for p, _ in GET_ROUTES + POST_ROUTES):
-            raise Refused(405, f"{method} is not allowed here", {"Allow": "GET, POST"})
+        allowed = [verb for verb, table in (("GET", GET_ROUTES), ("POST", POST_ROUTES))
+                   if any(pattern.fullmatch(url.path) for pattern, _ in table)]
+        if allowed:
+            raise Refused(405, f"{method} is not allowed here", {"Allow": ", ".join(allowed)})
         raise Refused(404, "not found")
 
     def session(self) -> dict:
@@ -351,6 +352,9 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- sending ---------------------------------------------------------------------------------
 
+    def _error(self, status: int, text: str, headers: Optional[dict] = None) -> None:
+        self._json(status, {"error": text.splitlines()[0][:200] if text else "error"}, headers)
+
     def _json(self, status: int, value: object, headers: Optional[dict] = None) -> None:
         body = json.dumps(value, ensure_ascii=False).encode("utf-8")
         self._send(status, body, "application/json; charset=utf-8", headers)
@@ -370,7 +374,7 @@ class Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """http.server's own refusals (a malformed or oversized request line or header): JSON too."""
         self.close_connection = True
-        self._json(code, {"error": (message or self.responses.get(code, ("error",))[0])[:200]})
+        self._error(code, message or self.responses.get(code, ("error",))[0])
 
     def version_string(self) -> str:
         return self.server_version  # not the Python version
