@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from conftest import job_state, run_cli
+from conftest import job_state, run_cli, wait_until
 from dashboard_server import Dashboard
 
 pytestmark = pytest.mark.timeout(120)
@@ -107,6 +107,33 @@ def test_jobs_are_paged_in_list_order_with_a_cursor(home, server):
     assert [job["id"] for job in newest["jobs"]] == ["job6", "job5"] and newest["total"] == 7
 
 
+def walk(server, query: str) -> list:
+    seen, after = [], ""
+    while True:
+        page = server.get_json(f"/api/jobs?{query}&limit=2&after={after}")
+        seen += [job["id"] for job in page["jobs"]]
+        if page["next"] is None:
+            return seen
+        after = page["next"]
+
+
+@pytest.mark.parametrize("state", ["", "completed", "dead", "failed"])
+def test_every_page_together_is_list_in_its_order(home, server, pools, state):
+    assert run_cli(home, "config", "set", "backoff_base", "1000").returncode == 0  # retries wait
+    for n in range(3):
+        enqueue(home, "--id", f"ok{n}", "true")
+        enqueue(home, "--id", f"bad{n}", "--max-retries", str(n and 5), "exit 1")  # bad0 dies at once
+    enqueue(home, "--id", "later", "--delay", "1h", "true")
+    pools.start(2)
+    settled = {"pending": 1, "processing": 0, "completed": 3, "failed": 2, "dead": 1}
+    wait_until(lambda: all(server.get_json("/api/overview")[k] == v for k, v in settled.items()),
+               timeout=60, what=f"the states {settled}")
+    assert pools.stop().returncode == 0
+    listed = json.loads(run_cli(home, "list", "--limit", "0", "--json", *(["--state", state] if state else [])).stdout)
+    assert listed, "the test needs jobs in this state"
+    assert walk(server, f"state={state}") == [job["id"] for job in listed]
+
+
 def test_search_by_id_prefix(home, server):
     for job_id in ("build-1", "build-2", "bundle", "test-1"):
         enqueue(home, "--id", job_id, "true")
@@ -154,8 +181,6 @@ def test_a_log_piece_never_cuts_a_character(home, server):
 def test_workers_lists_the_live_workers(home, pools, server):
     assert server.get_json("/api/workers") == []
     pids = pools.start(2)
-    from conftest import wait_until
-
     found = wait_until(lambda: server.get_json("/api/workers") if len(server.get_json("/api/workers")) == 2 else None,
                        timeout=30, what="two workers in /api/workers")
     assert {w["pid"] for w in found} <= set(pids) and found[0]["job"] is None
