@@ -263,7 +263,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def session(self) -> dict:
         """What the page needs before it acts: the CSRF token and whether actions are allowed."""
-        return {"csrf": self.options.csrf, "read_only": self.options.read_only, "home": self.home.root}
+        return {"csrf": self.options.csrf, "read_only": self.options.read_only}
 
     # -- checks ----------------------------------------------------------------------------------
 
