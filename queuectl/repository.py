@@ -590,6 +590,38 @@ class Store:
                                    f" WHERE state = :state AND blocked > 0{only}"
                                    f" ORDER BY priority, run_at, seq{page}", params)
 
+    def jobs_page(self, state: Optional[str], prefix: str, after: Optional[tuple], limit: int) -> list:
+        """A page for browsing: jobs in `state` (any when None) whose id starts with `prefix`,
+        following the job whose `page_key` is `after`. Keyset paging: a seek in an index per
+        page, however deep the page, where OFFSET would walk every job before it."""
+        order, keys = _page_order(state, prefix)
+        if state in WAITING and not prefix:
+            source, where, params = _BY_STATE[state], [], []  # its partial index, in claim order
+        else:
+            source, where, params = "FROM jobs WHERE 1", [], []
+            if state is not None:
+                # With a prefix, `+state` keeps SQLite on the id index rather than sorting the state's jobs.
+                where.append("+state = ?" if prefix else "state = ?")
+                params.append(state)
+        if prefix:
+            # Ids are ASCII below 0x7f, so this range is exactly the ids starting with `prefix`.
+            where.append("id >= ? AND id < ?")
+            params += [prefix, prefix + "\x7f"]
+        if after is not None:
+            if len(after) != len(keys):
+                raise ValueError("page key of the wrong shape")
+            sign = "<" if order.endswith("DESC") else ">"
+            where.append(f"({', '.join(keys)}) {sign} ({', '.join('?' * len(keys))})")
+            params += list(after)
+        conditions = "".join(f" AND {condition}" for condition in where)
+        return self._select(f"SELECT {JOB_COLUMNS} {source}{conditions} ORDER BY {order} LIMIT ?",
+                            [*params, limit])
+
+    @staticmethod
+    def page_key(job: Job, state: Optional[str], prefix: str) -> tuple:
+        """Where the page after `job` starts, for `jobs_page(..., after=...)`."""
+        return tuple(getattr(job, key) for key in _page_order(state, prefix)[1])
+
     def states_of(self, ids: list) -> dict:
         """{id: state} for the ids that exist."""
         found = {}
@@ -1168,6 +1200,18 @@ def _reporting_damage(method):
                 raise DatabaseDamaged(self.path, str(exc)) from None
             raise
     return guarded
+
+
+def _page_order(state: Optional[str], prefix: str) -> tuple:
+    """(ORDER BY, key columns) of a browsing page: by id when searching, claim order for the
+    waiting states, newest first otherwise (as `list` orders them)."""
+    if prefix:
+        return "id", ("id",)
+    if state in WAITING:
+        return "priority, run_at, seq", ("priority", "run_at", "seq")
+    return "seq DESC", ("seq",)
+
+
 
 
 # Every public method, including those added later: a damaged page can surface in any query,

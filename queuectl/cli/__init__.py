@@ -157,4 +157,4 @@ def main() -> None:
 
 
 # Each module adds its commands to `cli` when imported.
-from . import dlq, jobs, observe, queues, settings, workers  # noqa: E402,F401
+from . import dashboard, dlq, jobs, observe, queues, settings, workers  # noqa: E402,F401

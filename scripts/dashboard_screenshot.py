@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Take docs/dashboard.png: the overview of a real queue (a pool running, jobs done, dead and
+waiting), shown by `queuectl dashboard` in headless Chromium.
+
+    .venv/bin/python scripts/dashboard_screenshot.py [OUTPUT.png]
+
+Needs selenium (the test extra) and Debian's chromium and chromium-driver.
+"""
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+
+QUEUECTL = os.path.join(os.path.dirname(sys.executable), "queuectl")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def qctl(home: str, *args: str) -> str:
+    return subprocess.run([QUEUECTL, "--home", home, *args], check=True, capture_output=True, text=True,
+                          cwd=os.path.dirname(home)).stdout
+
+
+def fill(home: str) -> None:
+    """Jobs in every state, the way a day of use leaves them."""
+    for n in range(1, 9):
+        qctl(home, "enqueue", "--id", f"thumbnail-{n:03d}", f"echo resized image {n}")
+    qctl(home, "enqueue", "--id", "nightly-backup", "--max-retries", "0", "echo 'rsync: connection refused' >&2; exit 12")
+    qctl(home, "enqueue", "--id", "send-report", "--max-retries", "0", "curl-not-installed https://example.invalid")
+    qctl(home, "worker", "start", "--count", "2", "--burst")
+    qctl(home, "enqueue", "--id", "flaky-upload", "--max-retries", "3", "exit 1")
+    qctl(home, "enqueue", "--id", "transcode-video", "sleep 600")
+    qctl(home, "enqueue", "--id", "reindex-search", "sleep 600")
+    for n in range(1, 5):
+        qctl(home, "enqueue", "--delay", "2h", "--id", f"reminder-{n}", f"./remind.sh {n}")
+    qctl(home, "worker", "start", "--count", "3", "--detach")
+
+
+def main() -> int:
+    output = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else os.path.join(ROOT, "docs", "dashboard.png")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    scratch = tempfile.mkdtemp(prefix="queuectl-shot-")
+    home = os.path.join(scratch, "home")
+    server = None
+    try:
+        fill(home)
+        server = subprocess.Popen([QUEUECTL, "--home", home, "dashboard", "--port", "0"],
+                                  stdout=subprocess.PIPE, text=True, cwd=scratch)
+        select.select([server.stdout], [], [], 30)
+        url = server.stdout.readline().split(" at ", 1)[1].split()[0]
+        options = webdriver.ChromeOptions()
+        options.binary_location = "/usr/bin/chromium"
+        for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                         "--window-size=1100,900", "--hide-scrollbars"):
+            options.add_argument(argument)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            driver.get(url)
+            time.sleep(4)  # two refreshes: the flaky job has failed once, the workers are busy
+            os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+            driver.save_screenshot(output)
+        finally:
+            driver.quit()
+        print(f"wrote {output}")
+        return 0
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=20)
+        subprocess.run([QUEUECTL, "--home", home, "worker", "stop", "--force", "--timeout", "20"],
+                       capture_output=True, cwd=scratch)
+        subprocess.run(["rm", "-rf", scratch])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
