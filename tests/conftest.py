@@ -33,6 +33,23 @@ def home(tmp_path):
 
 
 @pytest.fixture
+def db_path(home):
+    from queuectl.home import QueueHome
+
+    return QueueHome(home).ensure().db_path
+
+
+@pytest.fixture
+def store(db_path):
+    """A store opened on a fresh queue home's database, closed after the test."""
+    from queuectl.repository import Store
+
+    opened = Store.open(db_path)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
 def workdir(tmp_path):
     path = tmp_path / "work"
     path.mkdir()

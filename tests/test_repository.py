@@ -11,24 +11,11 @@ import stat
 import pytest
 
 from queuectl.errors import Conflict, NotFound, StoreError
-from queuectl.home import QueueHome
 from queuectl.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, NewJob
 from queuectl.repository import SCHEMA_VERSION, Store
 
 NOW = 1_700_000_000.0
 W1, W2 = "worker-1", "worker-2"
-
-
-@pytest.fixture
-def db_path(home):
-    return QueueHome(home).ensure().db_path
-
-
-@pytest.fixture
-def store(db_path):
-    opened = Store.open(db_path)
-    yield opened
-    opened.close()
 
 
 def new(job_id, priority=0, run_at=NOW, max_retries=3, command="true"):

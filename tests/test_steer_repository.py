@@ -8,24 +8,11 @@ import pytest
 
 from queuectl.deps import find_cycle
 from queuectl.errors import Conflict, NotFound
-from queuectl.home import QueueHome
 from queuectl.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, NewJob
 from queuectl.repository import MIGRATIONS, SCHEMA_VERSION, Store, _statements
 
 NOW = 1_700_000_000.0
 W1, W2 = "worker-1", "worker-2"
-
-
-@pytest.fixture
-def db_path(home):
-    return QueueHome(home).ensure().db_path
-
-
-@pytest.fixture
-def store(db_path):
-    opened = Store.open(db_path)
-    yield opened
-    opened.close()
 
 
 def new(job_id, queue="default", after=(), priority=0, run_at=NOW, max_retries=0):
