@@ -524,19 +524,26 @@ def m6_read_big(cfg: Config, scratch: Scratch, big_db: dict) -> list:
     return rows
 
 
-def _claim_cost(db: str, claims: int, queues: Optional[list] = None) -> float:
-    """Per-claim seconds of Store.claim_next, as a worker opens the store."""
+def _claim_cost(db: str, claims: int, queues: Optional[list] = None, finish: bool = False) -> float:
+    """Per-claim seconds of Store.claim_next, as a worker opens the store. With `finish`, each
+    claimed job is completed between two claims, untimed, as a worker would: what is processing
+    stays what a pool runs at once (a limit is counted over it)."""
     from queuectl.repository import Store
 
     store = Store.open(db, durable=False)
     try:
         for _ in range(10):  # warm the page cache and statement cache
             store.claim_next("bench-worker", time.time(), queues)
-        started = time.perf_counter()
+        spent = 0.0
         for _ in range(claims):
-            if store.claim_next("bench-worker", time.time(), queues) is None:
+            started = time.perf_counter()
+            job = store.claim_next("bench-worker", time.time(), queues)
+            spent += time.perf_counter() - started
+            if job is None:
                 raise BenchError("claim_next found no job")
-        return (time.perf_counter() - started) / claims
+            if finish:
+                store.mark_completed(job, "bench-worker", time.time())
+        return spent / claims
     finally:
         store.close()
 
@@ -622,13 +629,18 @@ def m8_steer_claim(cfg: Config, scratch: Scratch) -> list:
         *(plain(f"f{i}", "full", priority=-1) for i in range(10 * due)), *(plain(f"free{i}", "free") for i in range(enough))],
         limits={"full": 1})
     _claim_cost(full_db, 1)  # one full job processing: the queue is at its limit from now on
+
+    def full() -> float:
+        # Each claimed job is completed (untimed), as by a one-worker pool: a limit is counted
+        # over the processing jobs, which a real pool keeps to its number of workers.
+        return _claim_cost(full_db, cfg.claims, finish=True) * 1e6
     cases = [
         (f"8a. claim_next, {waiting:,} jobs waiting on an unfinished parent (µs/claim)",
          lambda: _claim_cost(blocked_db, cfg.claims) * 1e6, "the waiting jobs have a better priority"),
         ("8b. claim_next, 50 queues, the worker serves one (µs/claim)",
          lambda: _claim_cost(queues_db, cfg.claims, ["q37"]) * 1e6, "49 x 1,000 jobs of better priority elsewhere"),
         ("8c. claim_next, a full limited queue ahead of a free one (µs/claim)",
-         lambda: _claim_cost(full_db, cfg.claims) * 1e6, f"{10 * due:,} jobs of better priority in the full queue"),
+         full, f"{10 * due:,} jobs of better priority in the full queue"),
     ]
     rows = []
     for label, ours, note in cases:
