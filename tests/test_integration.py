@@ -177,6 +177,22 @@ def test_jobs_and_oldest_due_per_queue(home, workdir):
         assert (now["oldest_due_seconds"] is not None) is waiting, queue
 
 
+@pytest.mark.timeout(120)
+def test_a_job_waiting_for_a_full_queue_is_waiting(home, workdir, pools):
+    """A limit holds a backlog back, but nobody has to act for it to move: its wait is what an
+    alert on queuectl_oldest_due_seconds is for (a paused queue's is not)."""
+    assert run_cli(home, "queue", "limit", "alpha", "1").returncode == 0
+    enqueue(home, workdir, "--id", "hog", "--queue", "alpha", "sleep 60")
+    enqueue(home, workdir, "--id", "next", "--queue", "alpha", "true")
+    pools.start(2)
+    processing(home, "hog")
+    oldest = wait_until(lambda: (lambda o: o if o[("alpha",)] >= 1 else None)(
+        gauge(home, "queuectl_oldest_due_seconds")), timeout=30, what="the backlog to show")
+    assert oldest[("alpha",)] < 60 and job_state(home, "next")["state"] == "pending"
+    now = json.loads(run_cli(home, "stats", "--queue", "alpha", "--json").stdout)["now"]
+    assert now["oldest_due_seconds"] >= 1
+
+
 # -- pools serving named queues ---------------------------------------------------------------------
 
 @pytest.mark.timeout(90)
