@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import pytest
@@ -232,6 +233,19 @@ def test_a_forced_stop_of_a_queue_pool_records_an_interrupted_run_not_an_attempt
     assert runs_of(home, "long") == [(1, "interrupted", None, job["runs"][0]["error"])]
     assert by_outcome(home, "--queue", "alpha") == {"interrupted": 1}
     assert gauge(home, "queuectl_runs_total", queue="alpha", outcome="interrupted") == {(): 1}
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_worker_of_a_queue_pool_leaves_a_lost_run_of_its_queue(home, workdir, pools):
+    enqueue(home, workdir, "--id", "victim", "--queue", "alpha", "--max-retries", "0", "sleep 60")
+    _, worker = pools.start(1, "--queue", "alpha")
+    pools.start(1, "--queue", "beta")  # serves another queue, yet takes the lost job back
+    processing(home, "victim")
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: job_state(home, "victim")["state"] == "dead", timeout=60, what="the lost run")
+    assert runs_of(home, "victim") == [(1, "lost", None, "worker lost")]
+    assert by_outcome(home, "--queue", "alpha") == {"lost": 1}
+    assert gauge(home, "queuectl_runs_total", queue="alpha", outcome="lost") == {(): 1}
 
 
 # -- timeouts and leases ----------------------------------------------------------------------------
