@@ -251,16 +251,27 @@ def test_a_killed_worker_of_a_queue_pool_leaves_a_lost_run_of_its_queue(home, wo
 # -- timeouts and leases ----------------------------------------------------------------------------
 
 @pytest.mark.timeout(120)
-def test_a_timeout_whose_child_ignores_term_is_a_timeout_even_with_a_1s_lease(home, workdir, pools):
+@pytest.mark.parametrize("stop, outcome, error", [
+    ("timeout", "timeout", "timed out after 1s"),
+    ("cancel", "cancelled", "cancelled"),
+])
+def test_a_run_whose_child_ignores_term_is_never_taken_for_lost_with_a_1s_lease(
+        home, workdir, pools, stop, outcome, error):
+    """Its worker waits out the kill's grace period, heartbeating, however short the lease."""
     assert run_cli(home, "config", "set", "lease_seconds", "1").returncode == 0
-    enqueue(home, workdir, "--id", "stubborn", "--timeout", "1", "--max-retries", "0",
+    timeout = ("--timeout", "1") if stop == "timeout" else ()
+    enqueue(home, workdir, "--id", "stubborn", *timeout, "--max-retries", "0",
             "trap '' TERM; sleep 30 & wait; sleep 30")
     pools.start(2)  # a second worker that would take the job back if the first looked lost
-    wait_until(lambda: job_state(home, "stubborn")["state"] == "dead", timeout=60, what="the timeout")
+    processing(home, "stubborn")
+    if stop == "cancel":
+        result = run_cli(home, "cancel", "stubborn", "--timeout", "30")
+        assert result.returncode == 0, result.stderr
+    wait_until(lambda: job_state(home, "stubborn")["state"] == "dead", timeout=60, what="the run to stop")
     job = job_state(home, "stubborn")
-    assert (job["attempts"], job["last_error"], job["exit_code"]) == (1, "timed out after 1s", None)
-    assert [run[:2] for run in runs_of(home, "stubborn")] == [(1, "timeout")]
-    assert by_outcome(home) == {"timeout": 1}
+    assert (job["attempts"], job["last_error"], job["exit_code"]) == (1, error, None)
+    assert [run[:2] for run in runs_of(home, "stubborn")] == [(1, outcome)]
+    assert by_outcome(home) == {outcome: 1}
 
 
 # -- a run's environment ----------------------------------------------------------------------------
