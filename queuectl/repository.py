@@ -958,13 +958,17 @@ class Store:
         return cursor.rowcount == 1
 
     def mark_completed(self, job: Job, worker_id: str, now: float) -> bool:
-        """Completed; in the same transaction, the jobs waiting for it wait for one job fewer."""
+        """Completed; in the same transaction, the jobs waiting for it wait for one job fewer.
+        One that waits for none any more becomes due now (if not later): it was not due while
+        it waited, so neither its place in the claim order nor its wait in stats and metrics
+        counts that time."""
         with self._write() as conn:
             done = self._finish(job, worker_id, "state = 'completed', exit_code = 0, last_error = NULL,"
                                 " updated_at = ?", (now,))
             if done:
-                conn.execute("UPDATE jobs SET blocked = blocked - 1"
-                             " WHERE seq IN (SELECT child FROM job_deps WHERE parent = ?)", (job.id,))
+                conn.execute("UPDATE jobs SET blocked = blocked - 1, run_at = CASE WHEN blocked = 1"
+                             " AND state IN ('pending', 'failed') AND run_at < ? THEN ? ELSE run_at END"
+                             " WHERE seq IN (SELECT child FROM job_deps WHERE parent = ?)", (now, now, job.id))
         return done
 
     # mark_failed, mark_dead and release refuse (False) a job whose cancel was requested: the
