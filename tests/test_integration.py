@@ -262,6 +262,11 @@ def test_a_killed_worker_of_a_queue_pool_leaves_a_lost_run_of_its_queue(home, wo
     assert runs_of(home, "victim") == [(1, "lost", None, "worker lost")]
     assert by_outcome(home, "--queue", "alpha") == {"lost": 1}
     assert gauge(home, "queuectl_runs_total", queue="alpha", outcome="lost") == {(): 1}
+    # The worker the supervisor started in its place serves alpha, and alpha only.
+    enqueue(home, workdir, "--id", "unserved", "--queue", "gamma", "true")
+    enqueue(home, workdir, "--id", "served", "--queue", "alpha", "true")
+    assert run_cli(home, "wait", "served", "--timeout", "30", timeout=60).returncode == 0
+    assert job_state(home, "unserved")["state"] == "pending"
 
 
 # -- timeouts and leases ----------------------------------------------------------------------------
