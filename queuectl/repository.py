@@ -637,10 +637,10 @@ class Store:
 
     # -- what is due -------------------------------------------------------------------------
 
-    def next_run_at(self, queues: Optional[list] = None) -> Optional[float]:
+    def next_run_at(self, queues: Optional[list] = None, skip_full: bool = True) -> Optional[float]:
         """The earliest run_at among claimable jobs, due or not, of `queues` (None: every
-        queue) that are neither paused nor full."""
-        scope = self._scope(queues)
+        queue) that are not paused and (unless `skip_full` is false) not full."""
+        scope = self._scope(queues, skip_full)
         if scope is None:
             return self._earliest(_EVERY_QUEUE, {})
         times = [t for t in (self._earliest(_ONE_QUEUE, {"queue": q}) for q in scope) if t is not None]
@@ -678,15 +678,16 @@ class Store:
         row = self._conn.execute(sql.due_after, {**params, "after": after, "now": now}).fetchone()
         return None if row is None else Job.from_row(row)
 
-    def _scope(self, queues: Optional[list]) -> Optional[list]:
+    def _scope(self, queues: Optional[list], skip_full: bool = True) -> Optional[list]:
         """The queues a claim may take from: None for every queue (the fast path: nothing
-        paused or full, every queue served), else the served queues not paused and not full."""
+        paused or full, every queue served), else the served queues not paused and not full
+        (full ones kept when `skip_full` is false)."""
         rows = self._conn.execute(_SETTINGS).fetchall()
         if not rows and queues is None:
             return None
         paused = {name: flag for name, _, flag, _ in rows if flag}
         every = paused.pop(ALL_QUEUES, 0) == 1
-        full = {name for name, limit, _, running in rows if limit and running >= limit}
+        full = {name for name, limit, _, running in rows if skip_full and limit and running >= limit}
         if queues is None and not every and 1 not in paused.values() and not full:
             return None
         candidates = queues if queues is not None else [
@@ -957,13 +958,17 @@ class Store:
         return cursor.rowcount == 1
 
     def mark_completed(self, job: Job, worker_id: str, now: float) -> bool:
-        """Completed; in the same transaction, the jobs waiting for it wait for one job fewer."""
+        """Completed; in the same transaction, the jobs waiting for it wait for one job fewer.
+        One that waits for none any more becomes due now (if not later): it was not due while
+        it waited, so neither its place in the claim order nor its wait in stats and metrics
+        counts that time."""
         with self._write() as conn:
             done = self._finish(job, worker_id, "state = 'completed', exit_code = 0, last_error = NULL,"
                                 " updated_at = ?", (now,))
             if done:
-                conn.execute("UPDATE jobs SET blocked = blocked - 1"
-                             " WHERE seq IN (SELECT child FROM job_deps WHERE parent = ?)", (job.id,))
+                conn.execute("UPDATE jobs SET blocked = blocked - 1, run_at = CASE WHEN blocked = 1"
+                             " AND state IN ('pending', 'failed') AND run_at < ? THEN ? ELSE run_at END"
+                             " WHERE seq IN (SELECT child FROM job_deps WHERE parent = ?)", (now, now, job.id))
         return done
 
     # mark_failed, mark_dead and release refuse (False) a job whose cancel was requested: the
@@ -1143,9 +1148,10 @@ class Store:
 
     def oldest_due(self, now: float, queues: Optional[list] = None) -> Optional[float]:
         """Seconds the longest-waiting due job (of these queues) has waited since its run_at;
-        None if none is due. Jobs a worker may not take now (paused, or waiting for another
-        job) are not counted: they wait for a person or for that job, not for a worker."""
-        earliest = self.next_run_at(queues)
+        None if none is due. Jobs of a paused queue, or waiting for another job, are not
+        counted: they wait for a person or for that job. A full queue's are: they wait for a
+        worker, and a growing backlog behind a limit is what this figure is watched for."""
+        earliest = self.next_run_at(queues, skip_full=False)
         return None if earliest is None or earliest > now else now - earliest
 
     def paused_queues(self) -> dict:
