@@ -9,21 +9,21 @@ from .models import DEFAULT_QUEUE, STATES
 from .timeutil import iso
 
 
-def window_start(since: str, moment: float) -> float:
-    """`--since`: a duration back from now (30m, 24h, 7d) or an ISO 8601 time."""
+def window_start(since: str, moment: float, name: str = "--since") -> float:
+    """`--since` (`name`): a duration back from now (30m, 24h, 7d) or an ISO 8601 time."""
     from .repository import RETENTION_MINUTES
     from .timeutil import parse_duration, parse_iso
 
     try:
-        start = moment - parse_duration(since, "--since")
+        start = moment - parse_duration(since, name)
     except BadInput:
         if not any(c in since for c in "-:T"):
             raise
-        start = parse_iso(since, "--since")
+        start = parse_iso(since, name)
     if start >= moment:
-        raise BadInput(f"invalid --since {since!r}: the window must start in the past")
+        raise BadInput(f"invalid {name} {since!r}: the window must start in the past")
     if moment - start > RETENTION_MINUTES * 60 + 60:
-        raise BadInput(f"invalid --since {since!r}: run statistics are kept for "
+        raise BadInput(f"invalid {name} {since!r}: run statistics are kept for "
                        f"{RETENTION_MINUTES // 1440} days (use 31d or less)")
     return start
 

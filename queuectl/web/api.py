@@ -15,15 +15,16 @@ from typing import Iterator, Optional
 
 from .. import config, jobspec
 from ..home import QueueHome
-from ..models import DEAD, FINISHED, STATES
+from ..models import COMPLETED, DEAD, FAILED_RUNS, FINISHED, STATES
 from ..repository import DB_ERRORS, Store
-from ..timeutil import now
+from ..timeutil import iso, now
 
 __all__ = ["ApiError", "DB_ERRORS"]  # DB_ERRORS: for the server, which does not import sqlite3
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 LOG_TAIL_BYTES = 64 * 1024  # what one log request returns at most
+MAX_LIMIT = 1_000_000  # of a queue, as `queue limit` takes it
 
 
 class ApiError(Exception):
@@ -59,22 +60,21 @@ def workers(home: QueueHome) -> list:
 
 
 def jobs(home: QueueHome, query: dict) -> dict:
-    """A page of jobs, by state and id prefix; `next` is the cursor of the following page."""
+    """A page of jobs, by state, queue and id prefix; `next` is the cursor of the following
+    page; `total` is null when a prefix or a queue is given (counting those reads every job)."""
     state = _state(query.get("state", ""))
     prefix = _prefix(query.get("prefix", ""))
+    queue = _queue(query.get("queue", ""))
     limit = _limit(query.get("limit"))
     with opened(home) as store:
         after = _decode_cursor(query.get("after"))
         try:
-            found = store.jobs_page(state, prefix, after, limit + 1)
+            page, key = store.jobs_page(state, prefix, after, limit, queue)
         except ValueError:
             raise ApiError(400, "invalid page cursor 'after'") from None
-        page = found[:limit]
-        more = len(found) > limit
-        cursor = _encode_cursor(store.page_key(page[-1], state, prefix)) if more else None
         counts = store.counts()
-    total = None if prefix else (counts[state] if state else sum(counts.values()))
-    return {"jobs": [job.to_dict() for job in page], "next": cursor, "total": total}
+    total = None if prefix or queue else (counts[state] if state else sum(counts.values()))
+    return {"jobs": [job.to_dict() for job in page], "next": key and _encode_cursor(key), "total": total}
 
 
 def dlq(home: QueueHome, query: dict) -> dict:
@@ -89,6 +89,48 @@ def job(home: QueueHome, token: str) -> dict:
         found = store.get(store.resolve(jobspec.validate_id(token)))
         runs = [run.to_dict() for run in store.runs_of(found)]
     return {**found.to_dict(), "runs": runs, "log": home.log_path(found.id)}
+
+
+def queues(home: QueueHome) -> dict:
+    """What `queues --json` lists (every queue: its count per state, limit, paused), and the pauses."""
+    with opened(home) as store:
+        return {"queues": [info.to_dict() for info in store.queues()], "paused": store.pauses()}
+
+
+def stats(home: QueueHome, query: dict) -> dict:
+    """What `stats --json` gives, for `?since=` (default 1h) and `?queue=`."""
+    from ..figures import stats_data, window_start
+
+    moment = now()
+    start = window_start(query.get("since") or "1h", moment, "since")
+    queue = _queue(query.get("queue", ""))
+    with opened(home) as store:
+        return stats_data(store, _live_workers(home, store), start, moment, queue)
+
+
+def runs_per_minute(home: QueueHome, query: dict) -> dict:
+    """The chart's data: the runs that ended in each of the last 60 minutes (`?queue=`), as
+    `succeeded` (completed) and `failed` (failed, timeout, lost), oldest minute first."""
+    queue = _queue(query.get("queue", ""))
+    moment = now()
+    with opened(home) as store:
+        rows = store.runs_per_minute(moment, 60, queue)
+    last = int(moment // 60)
+    minutes = {minute: {"minute": iso(minute * 60), "succeeded": 0, "failed": 0} for minute in range(last - 59, last + 1)}
+    for minute, outcome, runs in rows:
+        if outcome == COMPLETED:
+            minutes[minute]["succeeded"] += runs
+        elif outcome in FAILED_RUNS:
+            minutes[minute]["failed"] += runs
+    return {"queue": queue, "until": iso(moment), "minutes": list(minutes.values())}
+
+
+def metrics(home: QueueHome) -> str:
+    """The text of `queuectl metrics`."""
+    from ..figures import metrics_text
+
+    with opened(home) as store:
+        return metrics_text(store, _live_workers(home, store), now())
 
 
 def log(home: QueueHome, token: str, query: dict) -> dict:
@@ -151,6 +193,45 @@ def delete(home: QueueHome, token: str) -> dict:
     return {"deleted": job_id}
 
 
+def requeue(home: QueueHome, token: str) -> dict:
+    """`requeue ID`: a completed or dead job back to pending, attempts 0, to run now."""
+    with opened(home) as store:
+        job_id = store.resolve(jobspec.validate_id(token))
+        store.requeue([job_id], now())
+        return store.get(job_id).to_dict()
+
+
+def cancel(home: QueueHome, token: str) -> dict:
+    """`cancel ID`, without waiting: a waiting job is dead at once; a running one's worker is
+    asked to stop it (`stopping`), which it does within a second or so."""
+    with opened(home) as store:
+        job_id = store.resolve(jobspec.validate_id(token))
+        running = store.cancel([job_id], now())
+        return {**store.get(job_id).to_dict(), "stopping": bool(running)}
+
+
+def pause(home: QueueHome, name: Optional[str]) -> dict:
+    """`pause [QUEUE]`: one queue, or every queue when `name` is None."""
+    with opened(home) as store:
+        store.pause(None if name is None else [jobspec.validate_queue(name)])
+        return {"paused": store.pauses()}
+
+
+def resume(home: QueueHome, name: Optional[str]) -> dict:
+    """`resume [QUEUE]`: one queue, or lift every pause when `name` is None."""
+    with opened(home) as store:
+        store.resume(None if name is None else [jobspec.validate_queue(name)])
+        return {"paused": store.pauses()}
+
+
+def limit(home: QueueHome, name: str, query: dict) -> dict:
+    """`queue limit NAME N` (`?value=N`; 0 removes the limit)."""
+    value = _whole(query.get("value"), "value", 0, MAX_LIMIT)
+    with opened(home) as store:
+        store.set_limit(jobspec.validate_queue(name), value)
+    return {"queue": name, "limit": value or None}
+
+
 # -- input ---------------------------------------------------------------------------------------
 
 def _live_workers(home: QueueHome, store) -> list:
@@ -166,6 +247,10 @@ def _state(value: str) -> Optional[str]:
     if value not in STATES:
         raise ApiError(400, f"invalid state {value[:40]!r}: use one of {', '.join(STATES)}")
     return value
+
+
+def _queue(value: str) -> Optional[str]:
+    return jobspec.validate_queue(value) if value else None
 
 
 def _prefix(value: str) -> str:
@@ -195,7 +280,7 @@ def _decode_cursor(value: Optional[str]) -> Optional[tuple]:
         key = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
     except (ValueError, TypeError, RecursionError):
         raise ApiError(400, "invalid page cursor 'after'") from None
-    if (not isinstance(key, list) or not key or len(key) > 3
+    if (not isinstance(key, list) or not key or len(key) > 4
             or not all(isinstance(part, (int, float, str)) and not isinstance(part, bool) for part in key)):
         raise ApiError(400, "invalid page cursor 'after'")
     return tuple(key)
