@@ -243,7 +243,7 @@ function pausesLine(paused) {
 
 /* Runs per minute over the last hour as stacked SVG bars: succeeded below, failed above. */
 function runsChart(data) {
-  const width = 600, height = 150, top = 14, bottom = 18, left = 30;
+  const width = 900, height = 150, top = 14, bottom = 18, left = 30;
   const bar = (width - left) / data.minutes.length;
   const most = Math.max(1, ...data.minutes.map((m) => m.succeeded + m.failed));
   const scale = (n) => (n / most) * (height - top - bottom);
