@@ -1183,6 +1183,11 @@ class Store:
         every = rows.pop(ALL_QUEUES, 0) == 1
         return {name: flag == 1 or (every and flag != -1) for name, flag in sorted(rows.items())}
 
+    def queue_limits(self) -> dict:
+        """{queue: its limit} of the queues that have one: cheap, whatever the number of jobs."""
+        return dict(self._conn.execute("SELECT name, max_running FROM queues WHERE max_running > 0 AND name <> ?",
+                                       (ALL_QUEUES,)))
+
     def runs_per_minute(self, now: float, minutes: int = 60, queue: Optional[str] = None) -> list:
         """[(minute, outcome, runs)] for the runs that ended in the last `minutes` minutes (the
         one of `now` included), `minute` being epoch seconds / 60: one range of the minute rows."""
