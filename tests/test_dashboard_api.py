@@ -188,6 +188,18 @@ def test_one_job_by_id_or_unique_prefix(home, server):
     assert_refused(server.get("/api/jobs/.hidden"), 400)
 
 
+def test_ids_and_queue_names_are_decoded_from_the_path(home, server):
+    """The page sends encodeURIComponent(id): the : and @ of an id arrive as %3A and %40."""
+    enqueue(home, "--id", "build:42@ci", "--queue", "ci:main", "--max-retries", "0", "exit 1")
+    assert run_cli(home, "worker", "start", "--burst", timeout=60).returncode == 0
+    assert server.get_json("/api/jobs/build%3A42%40ci")["id"] == "build:42@ci"
+    assert server.get_json("/api/jobs/build%3A42%40ci/log")["id"] == "build:42@ci"
+    assert server.post("/api/jobs/build%3A42%40ci/retry").json()["state"] == "pending"
+    assert server.post("/api/queues/ci%3Amain/pause").json()["paused"]["queues"] == ["ci:main"]
+    assert_refused(server.get("/api/jobs/%ff%fe"), 400)
+    assert_refused(server.get("/api/jobs/..%2F..%2Fetc%2Fpasswd"), 400)
+
+
 def test_the_log_tail_is_bounded_and_can_be_followed(home, server):
     job_id = enqueue(home, "--id", "chatty", "head -c 200000 /dev/zero | tr '\\0' x; echo; echo THE-END")
     assert run_cli(home, "worker", "start", "--burst", timeout=60).returncode == 0

@@ -18,7 +18,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, NamedTuple, Optional
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import BadInput, Conflict, NotFound, QueuectlError, StoreError
 from ..home import QueueHome
@@ -273,7 +273,7 @@ class Handler(BaseHTTPRequestHandler):
             if match:
                 if method == "POST":
                     self._check_action()
-                answer = view(self, query, match)
+                answer = view(self, query, _path_values(match))
                 if isinstance(answer, Text):
                     self._send(200, answer.body.encode("utf-8"), answer.kind)
                 else:
@@ -405,6 +405,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:
         pass  # no access log: a watching browser would fill the terminal
+
+
+def _path_values(match: re.Match) -> dict:
+    """The ids and queue names in a path, %-decoded (the page encodes the : and @ they may hold)."""
+    try:
+        return {name: unquote(value, errors="strict") for name, value in match.groupdict().items()}
+    except UnicodeDecodeError:
+        raise Refused(400, "the path is not valid UTF-8") from None
 
 
 def _same(given: str, expected: str) -> bool:
