@@ -305,6 +305,31 @@ def test_bad_input_is_a_short_json_error(home, server, query):
     assert_refused(response, response.status)
 
 
+def test_runs_per_minute_reads_exactly_the_last_sixty_minutes_across_an_hour(home):
+    """The store's read for the chart: a window that starts in one hour and ends in the next."""
+    from queuectl.models import Run
+    from queuectl.repository import Store
+
+    for n in range(6):
+        enqueue(home, "--id", f"r{n}", "--queue", "q" if n % 2 else "default", "true")
+    store = Store.open(os.path.join(home, "queue.db"))
+    try:
+        moment = (1_800_000_000 // 3600) * 3600 + 5 * 60 + 30  # 5.5 minutes into an hour
+        ended = {"r0": moment, "r1": moment - 59 * 60, "r2": moment - 60 * 60, "r3": moment - 30 * 60,
+                 "r4": moment - 6 * 60, "r5": moment + 60}  # r2: a minute too old; r5: not yet
+        for _ in ended:
+            job = store.claim_next("w", 2_000_000_000)
+            outcome = "failed" if job.id == "r3" else "completed"
+            store.record_run(job, Run(1, "w", "h", ended[job.id] - 1, ended[job.id], outcome, 0, None, ""), job.queue)
+        rows = store.runs_per_minute(moment)
+        assert sorted(rows) == sorted([(int(ended["r0"] // 60), "completed", 1), (int(ended["r1"] // 60), "completed", 1),
+                                       (int(ended["r3"] // 60), "failed", 1), (int(ended["r4"] // 60), "completed", 1)])
+        assert store.runs_per_minute(moment, queue="q") == [(int(ended["r1"] // 60), "completed", 1),
+                                                            (int(ended["r3"] // 60), "failed", 1)]
+    finally:
+        store.close()
+
+
 # -- actions -------------------------------------------------------------------------------------
 
 def test_retry_moves_a_dead_job_to_pending(home, server):

@@ -182,7 +182,9 @@ def queue_counts(home: QueueHome, store) -> dict:
 
 
 def _files_stamp(path: str) -> tuple:
-    """Changes whenever a transaction commits (WAL mode: it appends to the -wal file)."""
+    """Changes whenever a transaction commits (WAL mode: it writes to the -wal file). An empty
+    -wal counts as none: every connection, a reader's too, creates one, and the last to close
+    removes it."""
     stamp = []
     for name in (path, path + "-wal"):
         try:
@@ -190,7 +192,7 @@ def _files_stamp(path: str) -> tuple:
         except FileNotFoundError:
             stamp.append(None)
         else:
-            stamp.append((found.st_mtime_ns, found.st_size, found.st_ino))
+            stamp.append((found.st_mtime_ns, found.st_size, found.st_ino) if found.st_size else None)
     return tuple(stamp)
 
 
