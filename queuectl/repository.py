@@ -590,19 +590,23 @@ class Store:
                                    f" WHERE state = :state AND blocked > 0{only}"
                                    f" ORDER BY priority, run_at, seq{page}", params)
 
-    def jobs_page(self, state: Optional[str], prefix: str, after: Optional[tuple], limit: int) -> list:
-        """A page for browsing: jobs in `state` (any when None) whose id starts with `prefix`,
-        following the job whose `page_key` is `after`. Keyset paging: a seek in an index per
-        page, however deep the page, where OFFSET would walk every job before it."""
-        order, keys = _page_order(state, prefix)
+    def jobs_page(self, state: Optional[str], prefix: str, after: Optional[tuple], limit: int,
+                  queue: Optional[str] = None) -> tuple:
+        """A page for browsing: jobs in `state` (any when None) of `queue` (any when None) whose
+        id starts with `prefix`, following the page key `after`; returns (jobs, the key of the
+        next page or None). Keyset paging: a seek in an index per page, however deep the page,
+        where OFFSET would walk every job before it."""
         if state in WAITING and not prefix:
-            source, where, params = _BY_STATE[state], [], []  # its partial index, in claim order
-        else:
-            source, where, params = "FROM jobs WHERE 1", [], []
-            if state is not None:
-                # With a prefix, `+state` keeps SQLite on the id index rather than sorting the state's jobs.
-                where.append("+state = ?" if prefix else "state = ?")
-                params.append(state)
+            return self._waiting_page(state, after, limit, queue)
+        order, keys = _page_order(state, prefix)
+        where, params = [], []
+        if state is not None:
+            # With a prefix, `+state` keeps SQLite on the id index rather than sorting the state's jobs.
+            where.append("+state = ?" if prefix else "state = ?")
+            params.append(state)
+        if queue is not None:
+            where.append("queue = ?")
+            params.append(queue)
         if prefix:
             # Ids are ASCII below 0x7f, so this range is exactly the ids starting with `prefix`.
             where.append("id >= ? AND id < ?")
@@ -614,13 +618,37 @@ class Store:
             where.append(f"({', '.join(keys)}) {sign} ({', '.join('?' * len(keys))})")
             params += list(after)
         conditions = "".join(f" AND {condition}" for condition in where)
-        return self._select(f"SELECT {JOB_COLUMNS} {source}{conditions} ORDER BY {order} LIMIT ?",
-                            [*params, limit])
+        found = self._select(f"SELECT {JOB_COLUMNS} FROM jobs WHERE 1{conditions} ORDER BY {order} LIMIT ?",
+                             [*params, limit + 1])
+        page = found[:limit]
+        return page, (tuple(getattr(page[-1], key) for key in keys) if len(found) > limit else None)
 
-    @staticmethod
-    def page_key(job: Job, state: Optional[str], prefix: str) -> tuple:
-        """Where the page after `job` starts, for `jobs_page(..., after=...)`."""
-        return tuple(getattr(job, key) for key in _page_order(state, prefix)[1])
+    def _waiting_page(self, state: str, after: Optional[tuple], limit: int, queue: Optional[str]) -> tuple:
+        """Pending or failed jobs as `list` orders them: the claimable ones in claim order (their
+        claim index), then those that wait for an unfinished job (jobs_blocked). The page key is
+        (0 or 1 for claimable or blocked, priority, run_at, seq)."""
+        if after is not None and (len(after) != 4 or after[0] not in (0, 1)):
+            raise ValueError("page key of the wrong shape")
+        part, position = (0, None) if after is None else (after[0], tuple(after[1:]))
+        only = " AND queue = :queue" if queue is not None else ""
+        sources = [(_ONE_QUEUE if queue is not None else _EVERY_QUEUE).by_state[state],
+                   f"FROM jobs INDEXED BY jobs_blocked WHERE state = :state AND blocked > 0{only}"]
+        found: list = []
+        for number in range(part, 2):
+            if len(found) > limit:
+                break
+            seek = "" if position is None else " AND (priority, run_at, seq) > (:priority, :run_at, :seq)"
+            params = {"state": state, "queue": queue, "limit": limit + 1 - len(found),
+                      **dict(zip(("priority", "run_at", "seq"), position or (None,) * 3))}
+            found += [(number, job) for job in self._select(
+                f"SELECT {JOB_COLUMNS} {sources[number]}{seek} ORDER BY priority, run_at, seq LIMIT :limit", params)]
+            position = None
+        page = found[:limit]
+        key = None
+        if len(found) > limit:
+            number, last = page[-1]
+            key = (number, last.priority, last.run_at, last.seq)
+        return [job for _, job in page], key
 
     def states_of(self, ids: list) -> dict:
         """{id: state} for the ids that exist."""
@@ -1160,6 +1188,25 @@ class Store:
         rows = dict(self._conn.execute("SELECT name, paused FROM queues"))
         every = rows.pop(ALL_QUEUES, 0) == 1
         return {name: flag == 1 or (every and flag != -1) for name, flag in sorted(rows.items())}
+
+    def queue_limits(self) -> dict:
+        """{queue: its limit} of the queues that have one: cheap, whatever the number of jobs."""
+        return dict(self._conn.execute("SELECT name, max_running FROM queues WHERE max_running > 0 AND name <> ?",
+                                       (ALL_QUEUES,)))
+
+    def runs_per_minute(self, now: float, minutes: int = 60, queue: Optional[str] = None) -> list:
+        """[(minute, outcome, runs)] for the runs that ended in the last `minutes` minutes (the
+        one of `now` included), `minute` being epoch seconds / 60: one range of the minute rows."""
+        last = int(now // 60)
+        first = last - min(max(minutes, 1), 60) + 1
+        only = " AND queue = :queue" if queue is not None else ""
+        rows = self._conn.execute(
+            "SELECT hour, minute, outcome, sum(runs) FROM run_counts"
+            " WHERE (hour, minute) >= (:hour0, :minute0) AND (hour, minute) <= (:hour1, :minute1)"
+            f" AND minute < 60{only} GROUP BY hour, minute, outcome",
+            {"hour0": first // 60, "minute0": first % 60, "hour1": last // 60, "minute1": last % 60,
+             "queue": queue})
+        return [(hour * 60 + minute, outcome, runs) for hour, minute, outcome, runs in rows]
 
     # -- workers ---------------------------------------------------------------------------
 

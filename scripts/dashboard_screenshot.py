@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Take docs/dashboard.png: the overview of a real queue (a pool running, jobs done, dead and
-waiting), shown by `queuectl dashboard` in headless Chromium.
+waiting, queues paused and limited, an hour of run history), shown by `queuectl dashboard` in
+headless Chromium.
 
     .venv/bin/python scripts/dashboard_screenshot.py [OUTPUT.png]
 
@@ -8,7 +9,9 @@ Needs selenium (the test extra) and Debian's chromium and chromium-driver.
 """
 from __future__ import annotations
 
+import math
 import os
+import random
 import select
 import subprocess
 import sys
@@ -24,10 +27,46 @@ def qctl(home: str, *args: str) -> str:
                           cwd=os.path.dirname(home)).stdout
 
 
+def history(home: str, runs: int = 900) -> None:
+    """The last hour of runs, for the chart: real jobs claimed and finished through the Store,
+    each run recorded as the worker records it, but with start and end times spread over the
+    past hour (a screenshot cannot wait an hour). Busier lately; one failing spell."""
+    sys.path.insert(0, ROOT)
+    from queuectl.home import QueueHome
+    from queuectl.models import Run
+    from queuectl.repository import Store
+
+    queues = ("images", "reports", "default")
+    lines = "\n".join(f'{{"id": "done-{n:04d}", "queue": "{queues[n % 3]}", "command": "./step.sh {n}",'
+                      f' "max_retries": 0}}' for n in range(runs))
+    subprocess.run([QUEUECTL, "--home", home, "enqueue", "--file", "-"], input=lines, check=True,
+                   capture_output=True, text=True, cwd=os.path.dirname(home))
+    store = Store.open(QueueHome(home).db_path)
+    rng, moment = random.Random(7), time.time()
+    try:
+        for n in range(runs):
+            ago = 3600 * (1 - math.sqrt(rng.random()))  # more runs in the recent minutes
+            ended = moment - ago
+            started = ended - rng.uniform(0.2, 6.0)
+            failed = 1500 < ago < 1900 and rng.random() < 0.6 or rng.random() < 0.03
+            job = store.claim_next("screenshot", moment)
+            with store.transaction():
+                if failed:
+                    store.mark_dead(job, "screenshot", 1, "exit code 1", moment)
+                else:
+                    store.mark_completed(job, "screenshot", moment)
+                store.record_run(job, Run(1, "screenshot", "laptop", started, ended, "failed" if failed else "completed",
+                                          1 if failed else 0, "exit code 1" if failed else None, ""), job.queue)
+    finally:
+        store.close()
+    qctl(home, "dlq", "purge", "--yes")  # the chart keeps them; the DLQ shows the jobs below
+
+
 def fill(home: str) -> None:
     """Jobs in every state, the way a day of use leaves them."""
+    history(home)
     for n in range(1, 9):
-        qctl(home, "enqueue", "--id", f"thumbnail-{n:03d}", f"echo resized image {n}")
+        qctl(home, "enqueue", "--id", f"thumbnail-{n:03d}", "--queue", "images", f"echo resized image {n}")
     qctl(home, "enqueue", "--id", "nightly-backup", "--max-retries", "0", "echo 'rsync: connection refused' >&2; exit 12")
     qctl(home, "enqueue", "--id", "send-report", "--max-retries", "0", "curl-not-installed https://example.invalid")
     qctl(home, "worker", "start", "--count", "2", "--burst")
@@ -36,6 +75,9 @@ def fill(home: str) -> None:
     qctl(home, "enqueue", "--id", "reindex-search", "sleep 600")
     for n in range(1, 5):
         qctl(home, "enqueue", "--delay", "2h", "--id", f"reminder-{n}", f"./remind.sh {n}")
+    qctl(home, "enqueue", "--id", "monthly-invoices", "--queue", "reports", "./invoices.sh")
+    qctl(home, "pause", "reports")
+    qctl(home, "queue", "limit", "images", "2")
     qctl(home, "worker", "start", "--count", "3", "--detach")
 
 
@@ -56,7 +98,7 @@ def main() -> int:
         options = webdriver.ChromeOptions()
         options.binary_location = "/usr/bin/chromium"
         for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                         "--window-size=1100,900", "--hide-scrollbars"):
+                         "--window-size=1100,1250", "--hide-scrollbars"):
             options.add_argument(argument)
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
         try:

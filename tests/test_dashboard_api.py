@@ -87,7 +87,9 @@ def test_the_page_is_self_contained(server):
     assert "http://" not in page and "https://" not in page and "//" not in page.replace("<!--", "")
     script = server.get("/page.js")
     assert script.status == 200 and script.headers["content-type"].startswith("text/javascript")
-    assert "innerHTML" not in script.body.decode() and "http" not in script.body.decode()
+    code = script.body.decode()
+    # The SVG namespace is a name, never fetched; no other address may appear.
+    assert "innerHTML" not in code and "http" not in code.replace('"http://www.w3.org/2000/svg"', "")
 
 
 def test_jobs_are_paged_in_list_order_with_a_cursor(home, server):
@@ -134,6 +136,38 @@ def test_every_page_together_is_list_in_its_order(home, server, pools, state):
     assert walk(server, f"state={state}") == [job["id"] for job in listed]
 
 
+def test_jobs_that_wait_for_another_are_listed_after_the_claimable_ones(home, server):
+    """The bug of round one: pending jobs with an unfinished parent (blocked) were missing."""
+    enqueue(home, "--id", "parent", "--delay", "1h", "true")
+    for n in range(3):
+        enqueue(home, "--id", f"child{n}", "--after", "parent", "--priority", str(n % 2), "true")
+        enqueue(home, "--id", f"free{n}", "--priority", str(n % 2), "true")
+    enqueue(home, "--id", "other", "--queue", "q2", "--after", "parent", "true")
+    listed = json.loads(run_cli(home, "list", "--state", "pending", "--limit", "0", "--json").stdout)
+    assert len(listed) == 8
+    assert walk(server, "state=pending") == [job["id"] for job in listed]
+    by_queue = json.loads(run_cli(home, "list", "--state", "pending", "--queue", "default", "--limit", "0",
+                                  "--json").stdout)
+    assert walk(server, "state=pending&queue=default") == [job["id"] for job in by_queue]
+    assert walk(server, "state=pending&queue=q2") == ["other"]
+
+
+@pytest.mark.parametrize("state", ["", "completed", "dead"])
+def test_jobs_by_queue_are_list_by_queue(home, server, state):
+    for n in range(3):
+        enqueue(home, "--id", f"a{n}", "--queue", "alpha", "true")
+        enqueue(home, "--id", f"b{n}", "--queue", "beta", "true")
+    make_dead(home, "dead-default")
+    enqueue(home, "--id", "dead-alpha", "--queue", "alpha", "--max-retries", "0", "exit 3")
+    assert run_cli(home, "worker", "start", "--burst", timeout=60).returncode == 0
+    for queue in ("alpha", "beta", "default"):
+        listed = json.loads(run_cli(home, "list", "--queue", queue, "--limit", "0", "--json",
+                                    *(["--state", state] if state else [])).stdout)
+        page = server.get_json(f"/api/jobs?queue={queue}&state={state}")
+        assert page["total"] is None  # counting one queue's jobs would read them all
+        assert walk(server, f"state={state}&queue={queue}") == [job["id"] for job in listed]
+
+
 def test_search_by_id_prefix(home, server):
     for job_id in ("build-1", "build-2", "bundle", "test-1"):
         enqueue(home, "--id", job_id, "true")
@@ -154,6 +188,18 @@ def test_one_job_by_id_or_unique_prefix(home, server):
     assert_refused(server.get("/api/jobs/alpha"), 404)  # ambiguous
     assert_refused(server.get("/api/jobs/nope"), 404)
     assert_refused(server.get("/api/jobs/.hidden"), 400)
+
+
+def test_ids_and_queue_names_are_decoded_from_the_path(home, server):
+    """The page sends encodeURIComponent(id): the : and @ of an id arrive as %3A and %40."""
+    enqueue(home, "--id", "build:42@ci", "--queue", "ci:main", "--max-retries", "0", "exit 1")
+    assert run_cli(home, "worker", "start", "--burst", timeout=60).returncode == 0
+    assert server.get_json("/api/jobs/build%3A42%40ci")["id"] == "build:42@ci"
+    assert server.get_json("/api/jobs/build%3A42%40ci/log")["id"] == "build:42@ci"
+    assert server.post("/api/jobs/build%3A42%40ci/retry").json()["state"] == "pending"
+    assert server.post("/api/queues/ci%3Amain/pause").json()["paused"]["queues"] == ["ci:main"]
+    assert_refused(server.get("/api/jobs/%ff%fe"), 400)
+    assert_refused(server.get("/api/jobs/..%2F..%2Fetc%2Fpasswd"), 400)
 
 
 def test_the_log_tail_is_bounded_and_can_be_followed(home, server):
@@ -186,17 +232,104 @@ def test_workers_lists_the_live_workers(home, pools, server):
     assert {w["pid"] for w in found} <= set(pids) and found[0]["job"] is None
 
 
+def test_queues_is_queues_json_with_the_pauses(home, server):
+    enqueue(home, "--queue", "mail", "true")
+    enqueue(home, "--queue", "video", "true")
+    assert run_cli(home, "pause", "mail").returncode == 0
+    assert run_cli(home, "queue", "limit", "video", "2").returncode == 0
+    found = server.get_json("/api/queues")
+    assert found["queues"] == json.loads(run_cli(home, "queues", "--json").stdout)
+    assert found["paused"] == json.loads(run_cli(home, "status", "--json").stdout)["paused"]
+    assert [(q["name"], q["limit"], q["paused"]) for q in found["queues"]] == [("mail", None, True), ("video", 2, False)]
+
+
+def finished_runs(home: str) -> None:
+    """Runs in two queues: completed, failed and dead ones."""
+    enqueue(home, "--queue", "mail", "true")
+    enqueue(home, "--queue", "mail", "--max-retries", "0", "exit 1")
+    enqueue(home, "--queue", "video", "sleep 0.2")
+    enqueue(home, "true")
+    assert run_cli(home, "worker", "start", "--burst", timeout=60).returncode == 0
+
+
+def without_clock(data: dict) -> dict:
+    """stats --json less what moves with the clock between two calls."""
+    return {**data, "since": None, "until": None, "runs": {**data["runs"], "per_minute": None},
+            "now": {**data["now"], "oldest_due_seconds": None}}
+
+
+@pytest.mark.parametrize("query", [[], ["--since", "30m"], ["--queue", "mail"], ["--since", "1d", "--queue", "video"]])
+def test_stats_is_stats_json(home, server, query):
+    finished_runs(home)
+    cli = json.loads(run_cli(home, "stats", "--json", *query).stdout)
+    params = "&".join(f"{query[i][2:]}={query[i + 1]}" for i in range(0, len(query), 2))
+    api = server.get_json("/api/stats?" + params)
+    assert without_clock(api) == without_clock(cli)
+    assert api["runs"]["total"] > 0
+
+
+def test_runs_per_minute_counts_the_last_hour(home, server):
+    finished_runs(home)
+    chart = server.get_json("/api/runs-per-minute")
+    minutes = chart["minutes"]
+    assert len(minutes) == 60 and minutes == sorted(minutes, key=lambda m: m["minute"])
+    assert minutes[-1]["minute"][:16] == chart["until"][:16]  # the last bar is the current minute
+    by_outcome = json.loads(run_cli(home, "stats", "--json").stdout)["runs"]["by_outcome"]
+    assert sum(m["succeeded"] for m in minutes) == by_outcome["completed"] == 3
+    assert sum(m["failed"] for m in minutes) == by_outcome["failed"] == 1
+    mail = server.get_json("/api/runs-per-minute?queue=mail")["minutes"]
+    assert (sum(m["succeeded"] for m in mail), sum(m["failed"] for m in mail)) == (1, 1)
+
+
+def test_metrics_is_queuectl_metrics(home, server):
+    finished_runs(home)
+    assert run_cli(home, "pause", "video").returncode == 0
+    response = server.get("/metrics")
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert response.body.decode() == run_cli(home, "metrics").stdout
+    assert 'queuectl_paused{queue="video"} 1' in response.body.decode()
+
+
 @pytest.mark.parametrize("query", [
     "/api/jobs?state=bogus", "/api/jobs?limit=0", "/api/jobs?limit=201", "/api/jobs?limit=ten",
     "/api/jobs?after=%%%", "/api/jobs?after=WzEsMiwzLDRd", "/api/jobs?after=" + "W" * 4000,
     "/api/jobs?prefix=-x", "/api/jobs?prefix=" + "a" * 200, "/api/jobs/x/log?from=-1",
     "/api/jobs?" + "&".join(f"k{n}=v" for n in range(30)),
+    "/api/jobs?queue=two%20words", "/api/jobs?state=pending&queue=-x", "/api/stats?since=soon",
+    "/api/stats?since=40d", "/api/stats?since=2999-01-01T00:00:00Z", "/api/stats?queue=a/b",
+    "/api/runs-per-minute?queue=%20", "/api/jobs?state=pending&after=WzIsMSwyLDNd",
 ])
 def test_bad_input_is_a_short_json_error(home, server, query):
     enqueue(home, "--id", "x", "true")
     response = server.get(query)
     assert 400 <= response.status < 500
     assert_refused(response, response.status)
+
+
+def test_runs_per_minute_reads_exactly_the_last_sixty_minutes_across_an_hour(home):
+    """The store's read for the chart: a window that starts in one hour and ends in the next."""
+    from queuectl.models import Run
+    from queuectl.repository import Store
+
+    for n in range(6):
+        enqueue(home, "--id", f"r{n}", "--queue", "q" if n % 2 else "default", "true")
+    store = Store.open(os.path.join(home, "queue.db"))
+    try:
+        moment = (1_800_000_000 // 3600) * 3600 + 5 * 60 + 30  # 5.5 minutes into an hour
+        ended = {"r0": moment, "r1": moment - 59 * 60, "r2": moment - 60 * 60, "r3": moment - 30 * 60,
+                 "r4": moment - 6 * 60, "r5": moment + 60}  # r2: a minute too old; r5: not yet
+        for _ in ended:
+            job = store.claim_next("w", 2_000_000_000)
+            outcome = "failed" if job.id == "r3" else "completed"
+            store.record_run(job, Run(1, "w", "h", ended[job.id] - 1, ended[job.id], outcome, 0, None, ""), job.queue)
+        rows = store.runs_per_minute(moment)
+        assert sorted(rows) == sorted([(int(ended["r0"] // 60), "completed", 1), (int(ended["r1"] // 60), "completed", 1),
+                                       (int(ended["r3"] // 60), "failed", 1), (int(ended["r4"] // 60), "completed", 1)])
+        assert store.runs_per_minute(moment, queue="q") == [(int(ended["r1"] // 60), "completed", 1),
+                                                            (int(ended["r3"] // 60), "failed", 1)]
+    finally:
+        store.close()
 
 
 # -- actions -------------------------------------------------------------------------------------
@@ -218,6 +351,66 @@ def test_delete_removes_the_job_and_its_log(home, server):
     assert server.post("/api/jobs/gone/delete").json() == {"deleted": "gone"}
     assert run_cli(home, "show", "gone").returncode == 1 and not os.path.exists(log)
     assert_refused(server.post("/api/jobs/gone/delete"), 404)
+
+
+def cli_error(home: str, *args: str) -> str:
+    result = run_cli(home, *args)
+    assert result.returncode == 1 and result.stderr.startswith("Error: "), result
+    return result.stderr.strip()[len("Error: "):]
+
+
+def test_cancel_a_waiting_job_and_refuse_a_finished_one_as_the_cli_does(home, server):
+    enqueue(home, "--id", "waits", "--delay", "1h", "true")
+    response = server.post("/api/jobs/waits/cancel")
+    assert response.status == 200, response.body
+    assert response.json()["stopping"] is False
+    state = job_state(home, "waits")
+    assert (state["state"], state["last_error"], state["attempts"]) == ("dead", "cancelled", 0)
+    refused = server.post("/api/jobs/waits/cancel")
+    assert_refused(refused, 409)
+    assert refused.json()["error"] == cli_error(home, "cancel", "waits")
+
+
+def test_cancel_stops_a_running_job(home, server, pools):
+    enqueue(home, "--id", "long", "sleep 60")
+    pools.start(1)
+    wait_until(lambda: job_state(home, "long")["state"] == "processing", timeout=30, what="long to start")
+    response = server.post("/api/jobs/long/cancel")
+    assert response.status == 200 and response.json()["stopping"] is True, response.body
+    wait_until(lambda: job_state(home, "long")["state"] == "dead", timeout=30, what="long to be cancelled")
+    assert job_state(home, "long")["last_error"] == "cancelled"
+
+
+def test_requeue_a_finished_job_and_refuse_a_waiting_one_as_the_cli_does(home, server):
+    enqueue(home, "--id", "done", "true")
+    assert run_cli(home, "worker", "start", "--burst", timeout=60).returncode == 0
+    response = server.post("/api/jobs/done/requeue")
+    assert response.status == 200 and response.json()["state"] == "pending", response.body
+    assert job_state(home, "done")["attempts"] == 0
+    refused = server.post("/api/jobs/done/requeue")
+    assert_refused(refused, 409)
+    assert refused.json()["error"] == cli_error(home, "requeue", "done")
+    assert_refused(server.post("/api/jobs/nobody/requeue"), 404)
+
+
+def test_pause_resume_and_limit_queues(home, server):
+    enqueue(home, "--queue", "mail", "true")
+    paused = lambda: json.loads(run_cli(home, "status", "--json").stdout)["paused"]  # noqa: E731
+    assert server.post("/api/queues/mail/pause").json()["paused"] == paused() == {
+        "all": False, "queues": ["mail"], "resumed": []}
+    assert server.post("/api/queues/mail/resume").status == 200 and paused()["queues"] == []
+    assert server.post("/api/pause").status == 200 and paused()["all"] is True
+    assert server.post("/api/queues/mail/resume").status == 200 and paused()["resumed"] == ["mail"]
+    assert server.post("/api/resume").status == 200 and paused() == {"all": False, "queues": [], "resumed": []}
+    assert server.post("/api/queues/mail/limit?value=3").json() == {"queue": "mail", "limit": 3}
+    limits = lambda: {q["name"]: q["limit"] for q in json.loads(run_cli(home, "queues", "--json").stdout)}  # noqa: E731
+    assert limits() == {"mail": 3}
+    for bad in ("/api/queues/mail/limit?value=-1", "/api/queues/mail/limit?value=x",
+                "/api/queues/mail/limit", "/api/queues/mail/limit?value=1000001",
+                "/api/queues/-mail/limit?value=1", "/api/queues/-mail/pause"):
+        assert_refused(server.post(bad), 400)
+    assert server.post("/api/queues/mail/limit?value=0").json() == {"queue": "mail", "limit": None}
+    assert limits() == {"mail": None}
 
 
 def test_actions_are_post_only(home, server):
@@ -313,9 +506,12 @@ def test_read_only_refuses_every_action(home, dash):
     make_dead(home, "keep")
     server = dash("--read-only")
     assert server.get_json("/api/session")["read_only"] is True
-    for action in ("retry", "delete"):
-        assert_refused(server.post(f"/api/jobs/keep/{action}",
-                                   headers={"Sec-Fetch-Site": "same-origin"}), 403)
+    for action in ("/api/jobs/keep/retry", "/api/jobs/keep/delete", "/api/jobs/keep/requeue",
+                   "/api/jobs/keep/cancel", "/api/pause", "/api/resume", "/api/queues/default/pause",
+                   "/api/queues/default/limit?value=1"):
+        assert_refused(server.post(action, headers={"Sec-Fetch-Site": "same-origin"}), 403)
+    assert json.loads(run_cli(home, "queues", "--json").stdout)[0]["limit"] is None
+    assert json.loads(run_cli(home, "status", "--json").stdout)["paused"]["all"] is False
     assert job_state(home, "keep")["state"] == "dead"
     assert server.get_json("/api/jobs/keep")["state"] == "dead"
 

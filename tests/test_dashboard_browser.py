@@ -173,7 +173,8 @@ def test_every_view_renders_without_console_errors(home, server, page, pools):
     pools.start(1)
     wait_until(lambda: job_state(home, "long")["state"] == "processing", timeout=30, what="a running job")
     for fragment, expected in (("/", "long"), ("/workers", "long"), ("/jobs?state=processing", "long"),
-                               ("/job/long", "processing"), ("/dlq", "empty")):
+                               ("/job/long", "processing"), ("/dlq", "empty"), ("/queues", "default"),
+                               ("/jobs?queue=default", "long")):
         go(page, server, fragment)
         wait_until(lambda: expected in text_of(page, "#view"), timeout=20, what=f"{fragment} to show {expected}")
     assert "Updated" in text_of(page, "#status")
@@ -209,8 +210,112 @@ def test_a_read_only_dashboard_shows_no_buttons(home, browser):
         wait_until(lambda: "dead-ro" in text_of(browser, "#view"), timeout=20, what="the DLQ")
         wait_until(lambda: "read-only" in text_of(browser, "#status"), timeout=20, what="the read-only note")
         assert browser.execute_script("return document.querySelectorAll('#view tr button').length") == 0
+        browser.get(server.url + "/#/queues")
+        wait_until(lambda: "default" in text_of(browser, "#view table"), timeout=20, what="the queues")
+        assert browser.execute_script("return document.querySelectorAll('#view button, #view input').length") == 0
     finally:
         assert "Traceback" not in server.stop()
+
+
+def click_and_confirm(driver, selector: str, what: str) -> str:
+    """Click the first button matching `selector` and accept its confirmation; returns its question."""
+    from selenium.webdriver.common.by import By
+
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, selector), timeout=20, what=what)[0].click()
+    alert = wait_until(lambda: _alert(driver), timeout=10, what=f"the confirmation of {what}")
+    question = alert.text
+    alert.accept()
+    return question
+
+
+def button(label: str) -> str:
+    return f"//*[@id='view']//button[normalize-space()='{label}']"
+
+
+def click_labelled(driver, label: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    wait_until(lambda: driver.find_elements(By.XPATH, button(label)), timeout=20, what=f"the {label} button")[0].click()
+    alert = wait_until(lambda: _alert(driver), timeout=10, what=f"the confirmation of {label}")
+    question = alert.text
+    alert.accept()
+    return question
+
+
+def test_the_overview_charts_the_last_hour_and_shows_the_queues(home, server, page):
+    for n in range(3):
+        enqueue(home, "--queue", "mail", f"echo {n}")
+    enqueue(home, "--queue", "video", "--max-retries", "0", "exit 1")
+    assert run_cli(home, "worker", "start", "--burst", timeout=60).returncode == 0
+    assert run_cli(home, "pause", "video").returncode == 0
+    by_outcome = json.loads(run_cli(home, "stats", "--json").stdout)["runs"]["by_outcome"]
+    go(page, server, "/")
+    count = ("return [...document.querySelectorAll(arguments[0])].reduce((n, bar) =>"
+             " n + Number(bar.querySelector('title').textContent.match(arguments[1])[1]), 0)")
+    wait_until(lambda: page.execute_script(count, "#chart rect.ok", r"(\d+) succeeded") == by_outcome["completed"],
+               timeout=20, what="the succeeded runs in the chart")
+    assert page.execute_script(count, "#chart rect.bad", r"(\d+) failed") == by_outcome["failed"] == 1
+    assert "p95" in text_of(page, "#durations") and "4 runs" in text_of(page, "#durations")
+    wait_until(lambda: "Paused: video." in text_of(page, "#view"), timeout=20, what="the pauses")
+    queues = text_of(page, "#view table")
+    assert "mail" in queues and "video" in queues and "paused" in queues
+
+
+def test_the_queues_view_pauses_resumes_and_limits(home, server, page):
+    from selenium.webdriver.common.by import By
+
+    enqueue(home, "--queue", "mail", "true")
+    queues = lambda: {q["name"]: q for q in json.loads(run_cli(home, "queues", "--json").stdout)}  # noqa: E731
+    go(page, server, "/queues")
+    assert "mail" in click_and_confirm(page, 'tr[data-queue="mail"] button.danger', "Pause mail")
+    wait_until(lambda: queues()["mail"]["paused"], timeout=20, what="mail paused")
+    click_and_confirm(page, 'tr[data-queue="mail"] button', "Resume mail")
+    wait_until(lambda: not queues()["mail"]["paused"], timeout=20, what="mail resumed")
+    click_labelled(page, "Pause every queue")
+    wait_until(lambda: json.loads(run_cli(home, "status", "--json").stdout)["paused"]["all"], timeout=20,
+               what="every queue paused")
+    click_labelled(page, "Resume every queue")
+    wait_until(lambda: not json.loads(run_cli(home, "status", "--json").stdout)["paused"]["all"], timeout=20,
+               what="the pause lifted")
+    page.find_element(By.ID, "limit-value").send_keys("2")
+    page.find_element(By.ID, "limit-queue").send_keys("mail")
+    click_and_confirm(page, "#limit-set", "Set limit")
+    wait_until(lambda: queues()["mail"]["limit"] == 2, timeout=20, what="the limit")
+    wait_until(lambda: "2" in text_of(page, 'tr[data-queue="mail"] td:nth-child(7)'), timeout=20, what="the limit shown")
+
+
+def test_a_job_page_shows_its_runs_and_requeues_cancels_and_retries(home, server, page):
+    enqueue(home, "--id", "again", "--max-retries", "0", "exit 4")
+    assert run_cli(home, "worker", "start", "--burst", timeout=60).returncode == 0
+    go(page, server, "/job/again")
+    wait_until(lambda: "failed" in text_of(page, "#runs table tbody"), timeout=20, what="the failed run")
+    assert text_of(page, "#runs table tbody td.num") == "1"  # attempt 1
+    assert "Requeue" in text_of(page, "#view .tools") and "Retry" in text_of(page, "#view .tools")
+    assert "again" in click_labelled(page, "Requeue")
+    wait_until(lambda: job_state(home, "again")["state"] == "pending", timeout=20, what="requeued")
+    assert "again" in click_labelled(page, "Cancel")
+    wait_until(lambda: job_state(home, "again")["last_error"] == "cancelled", timeout=20, what="cancelled")
+    click_labelled(page, "Retry")
+    wait_until(lambda: job_state(home, "again")["state"] == "pending", timeout=20, what="retried")
+    wait_until(lambda: "Cancel" in text_of(page, "#view .tools"), timeout=20, what="the buttons of a pending job")
+    assert "Requeue" not in text_of(page, "#view .tools")
+
+
+def test_jobs_by_queue_and_the_jobs_that_wait_for_another(home, server, page):
+    from selenium.webdriver.support.ui import Select
+
+    enqueue(home, "--id", "first", "--queue", "alpha", "--delay", "1h", "true")
+    enqueue(home, "--id", "second", "--queue", "alpha", "--after", "first", "true")
+    enqueue(home, "--id", "beta-1", "--queue", "beta", "true")
+    go(page, server, "/jobs?state=pending&queue=alpha")
+    wait_until(lambda: "second" in text_of(page, "#view table"), timeout=20, what="the waiting job listed")
+    assert "first" in text_of(page, "#view table") and "beta-1" not in text_of(page, "#view table")
+    chooser = wait_until(lambda: page.find_elements("id", "queue-filter"), timeout=20, what="the queue filter")[0]
+    wait_until(lambda: len(Select(chooser).options) == 3, timeout=20, what="the queues to choose from")
+    Select(chooser).select_by_value("beta")
+    wait_until(lambda: "queue=beta" in page.current_url and "beta-1" in text_of(page, "#view table"),
+               timeout=20, what="the jobs of beta")
+    assert "second" not in text_of(page, "#view table")
 
 
 def test_a_phone_sized_window_shows_the_overview(home, server, page):

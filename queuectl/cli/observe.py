@@ -8,8 +8,7 @@ import click
 from .. import render
 from ..errors import BadInput, QueuectlError
 from ..jobspec import validate_queue
-from ..models import DEFAULT_QUEUE, STATES
-from ..timeutil import iso, now
+from ..timeutil import now
 from . import App, cli, json_option, pass_app
 from .queues import pauses_line
 
@@ -85,25 +84,6 @@ def _check_text(report) -> str:
 
 # -- stats and metrics: run history --------------------------------------------------------------
 
-def _window_start(since: str, moment: float) -> float:
-    """`--since`: a duration back from now (30m, 24h, 7d) or an ISO 8601 time."""
-    from ..repository import RETENTION_MINUTES
-    from ..timeutil import parse_duration, parse_iso
-
-    try:
-        start = moment - parse_duration(since, "--since")
-    except BadInput:
-        if not any(c in since for c in "-:T"):
-            raise
-        start = parse_iso(since, "--since")
-    if start >= moment:
-        raise BadInput(f"invalid --since {since!r}: the window must start in the past")
-    if moment - start > RETENTION_MINUTES * 60 + 60:
-        raise BadInput(f"invalid --since {since!r}: run statistics are kept for "
-                       f"{RETENTION_MINUTES // 1440} days (use 31d or less)")
-    return start
-
-
 @cli.command()
 @click.option("--since", metavar="D", default="1h", show_default=True,
               help="Runs that ended in the last D (30m, 24h, 7d), or since an ISO 8601 time.")
@@ -118,22 +98,14 @@ def stats(app: App, since: str, queue: Optional[str], as_json: bool) -> None:
       queuectl stats
       queuectl stats --since 24h --json
     """
-    from .. import stats as figures
+    from ..figures import stats_data, window_start
     from ..pidfile import live_workers
 
     moment = now()
     queue = None if queue is None else validate_queue(queue)
-    start = _window_start(since, moment)
-    store = app.store
-    summary = figures.summary(store.run_window(start, queue), (moment - start) / 60)
-    summary["top_failed_commands"] = [{"command": command, "failed_runs": n}
-                                      for command, n in store.failing_commands(start, queue)]
-    workers = live_workers(store, app.settings()["lease_seconds"], app.home.root)
-    oldest = store.oldest_due(moment, None if queue is None else [queue])
-    data = {"since": iso(start), "until": iso(moment), "queue": queue, "runs": summary,
-            "now": {"jobs": store.counts() if queue is None else {state: store.count(state, queue) for state in STATES},
-                    "oldest_due_seconds": None if oldest is None else round(oldest, 3),
-                    "workers": len(workers)}}
+    start = window_start(since, moment)
+    workers = live_workers(app.store, app.settings()["lease_seconds"], app.home.root)
+    data = stats_data(app.store, workers, start, moment, queue)
     if as_json:
         render.emit_json(data)
     else:
@@ -175,16 +147,11 @@ def metrics(app: App, output: Optional[str]) -> None:
       queuectl metrics
       queuectl metrics --output /var/lib/node_exporter/textfile/queuectl.prom
     """
-    from .. import metrics as exposition
+    from ..figures import metrics_text
     from ..pidfile import live_workers
 
-    store, moment = app.store, now()
-    workers = live_workers(store, app.settings()["lease_seconds"], app.home.root)
-    queues = {info.name: info.counts for info in store.queues()} or {DEFAULT_QUEUE: store.counts()}
-    oldest = {name: round(store.oldest_due(moment, [name]) or 0.0, 3) for name in queues}
-    text = exposition.render(exposition.Figures(
-        jobs=queues, runs=store.run_totals(), oldest_due=oldest, workers=len(workers),
-        paused=store.paused_queues()))
+    workers = live_workers(app.store, app.settings()["lease_seconds"], app.home.root)
+    text = metrics_text(app.store, workers, now())
     if output is None:
         click.echo(text, nl=False)
     else:

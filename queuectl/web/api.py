@@ -10,20 +10,23 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
+import time
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 from .. import config, jobspec
 from ..home import QueueHome
-from ..models import DEAD, FINISHED, STATES
+from ..models import COMPLETED, DEAD, FAILED_RUNS, FINISHED, STATES
 from ..repository import DB_ERRORS, Store
-from ..timeutil import now
+from ..timeutil import iso, now
 
 __all__ = ["ApiError", "DB_ERRORS"]  # DB_ERRORS: for the server, which does not import sqlite3
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 LOG_TAIL_BYTES = 64 * 1024  # what one log request returns at most
+MAX_LIMIT = 1_000_000  # of a queue, as `queue limit` takes it
 
 
 class ApiError(Exception):
@@ -59,22 +62,21 @@ def workers(home: QueueHome) -> list:
 
 
 def jobs(home: QueueHome, query: dict) -> dict:
-    """A page of jobs, by state and id prefix; `next` is the cursor of the following page."""
+    """A page of jobs, by state, queue and id prefix; `next` is the cursor of the following
+    page; `total` is null when a prefix or a queue is given (counting those reads every job)."""
     state = _state(query.get("state", ""))
     prefix = _prefix(query.get("prefix", ""))
+    queue = _queue(query.get("queue", ""))
     limit = _limit(query.get("limit"))
     with opened(home) as store:
         after = _decode_cursor(query.get("after"))
         try:
-            found = store.jobs_page(state, prefix, after, limit + 1)
+            page, key = store.jobs_page(state, prefix, after, limit, queue)
         except ValueError:
             raise ApiError(400, "invalid page cursor 'after'") from None
-        page = found[:limit]
-        more = len(found) > limit
-        cursor = _encode_cursor(store.page_key(page[-1], state, prefix)) if more else None
         counts = store.counts()
-    total = None if prefix else (counts[state] if state else sum(counts.values()))
-    return {"jobs": [job.to_dict() for job in page], "next": cursor, "total": total}
+    total = None if prefix or queue else (counts[state] if state else sum(counts.values()))
+    return {"jobs": [job.to_dict() for job in page], "next": key and _encode_cursor(key), "total": total}
 
 
 def dlq(home: QueueHome, query: dict) -> dict:
@@ -91,6 +93,55 @@ def job(home: QueueHome, token: str) -> dict:
     return {**found.to_dict(), "runs": runs, "log": home.log_path(found.id)}
 
 
+def queues(home: QueueHome) -> dict:
+    """What `queues --json` lists (every queue: its count per state, limit, paused), and the pauses.
+    The names, limits and pauses are read fresh; the counts come from queue_counts."""
+    with opened(home) as store:
+        counts = queue_counts(home, store)
+        paused, limits = store.paused_queues(), store.queue_limits()
+        pauses = store.pauses()
+    zero = dict.fromkeys(STATES, 0)
+    return {"queues": [{"name": name, "counts": counts.get(name, zero), "limit": limits.get(name),
+                        "paused": flag} for name, flag in paused.items()], "paused": pauses}
+
+
+def stats(home: QueueHome, query: dict) -> dict:
+    """What `stats --json` gives, for `?since=` (default 1h) and `?queue=`."""
+    from ..figures import stats_data, window_start
+
+    moment = now()
+    start = window_start(query.get("since") or "1h", moment, "since")
+    queue = _queue(query.get("queue", ""))
+    with opened(home) as store:
+        jobs = None if queue is None else queue_counts(home, store).get(queue, dict.fromkeys(STATES, 0))
+        return stats_data(store, _live_workers(home, store), start, moment, queue, jobs)
+
+
+def runs_per_minute(home: QueueHome, query: dict) -> dict:
+    """The chart's data: the runs that ended in each of the last 60 minutes (`?queue=`), as
+    `succeeded` (completed) and `failed` (failed, timeout, lost), oldest minute first."""
+    queue = _queue(query.get("queue", ""))
+    moment = now()
+    with opened(home) as store:
+        rows = store.runs_per_minute(moment, 60, queue)
+    last = int(moment // 60)
+    minutes = {minute: {"minute": iso(minute * 60), "succeeded": 0, "failed": 0} for minute in range(last - 59, last + 1)}
+    for minute, outcome, runs in rows:
+        if outcome == COMPLETED:
+            minutes[minute]["succeeded"] += runs
+        elif outcome in FAILED_RUNS:
+            minutes[minute]["failed"] += runs
+    return {"queue": queue, "until": iso(moment), "minutes": list(minutes.values())}
+
+
+def metrics(home: QueueHome) -> str:
+    """The text of `queuectl metrics`."""
+    from ..figures import metrics_text
+
+    with opened(home) as store:
+        return metrics_text(store, _live_workers(home, store), now(), queue_counts(home, store))
+
+
 def log(home: QueueHome, token: str, query: dict) -> dict:
     """A bounded piece of a job's log: its tail, or what follows byte `from` (to follow a run)."""
     with opened(home) as store:
@@ -99,6 +150,50 @@ def log(home: QueueHome, token: str, query: dict) -> dict:
     text, begin, end, size = read_log(home.log_path(found.id), start)
     return {"id": found.id, "from": begin, "to": end, "size": size, "text": text,
             "finished": found.state in FINISHED}
+
+
+class _Counted(NamedTuple):
+    stamp: tuple
+    at: float
+    cost: float
+    counts: dict
+
+
+_counted: dict = {}  # database path -> _Counted
+_counting = threading.Lock()
+COST_SHARE = 50  # per-queue counts are recounted at most once per 50 times what counting costs
+
+
+def queue_counts(home: QueueHome, store) -> dict:
+    """{queue: {state: jobs}}. Counting by queue reads every job (0.3 s at a million), so the
+    counts are kept while the database's files are unchanged (an idle queue costs nothing);
+    after a change they are recounted, but at most once per COST_SHARE times what the last
+    count cost: a watching browser spends at most 2 % of a core on them, and with fewer jobs
+    they are fresh at every refresh (a thousand jobs: a count every 50 ms at most)."""
+    stamp = _files_stamp(home.db_path)  # before counting: a commit during the count is seen next time
+    with _counting:  # one count at a time; the others wait for it and share it
+        kept = _counted.get(home.db_path)
+        if kept is not None and (kept.stamp == stamp or time.monotonic() < kept.at + COST_SHARE * kept.cost):
+            return kept.counts
+        started = time.monotonic()
+        counts = {info.name: info.counts for info in store.queues()}
+        _counted[home.db_path] = _Counted(stamp, started, time.monotonic() - started, counts)
+        return counts
+
+
+def _files_stamp(path: str) -> tuple:
+    """Changes whenever a transaction commits (WAL mode: it writes to the -wal file). An empty
+    -wal counts as none: every connection, a reader's too, creates one, and the last to close
+    removes it."""
+    stamp = []
+    for name in (path, path + "-wal"):
+        try:
+            found = os.stat(name)
+        except FileNotFoundError:
+            stamp.append(None)
+        else:
+            stamp.append((found.st_mtime_ns, found.st_size, found.st_ino) if found.st_size else None)
+    return tuple(stamp)
 
 
 def read_log(path: str, start: Optional[int]) -> tuple:
@@ -151,6 +246,45 @@ def delete(home: QueueHome, token: str) -> dict:
     return {"deleted": job_id}
 
 
+def requeue(home: QueueHome, token: str) -> dict:
+    """`requeue ID`: a completed or dead job back to pending, attempts 0, to run now."""
+    with opened(home) as store:
+        job_id = store.resolve(jobspec.validate_id(token))
+        store.requeue([job_id], now())
+        return store.get(job_id).to_dict()
+
+
+def cancel(home: QueueHome, token: str) -> dict:
+    """`cancel ID`, without waiting: a waiting job is dead at once; a running one's worker is
+    asked to stop it (`stopping`), which it does within a second or so."""
+    with opened(home) as store:
+        job_id = store.resolve(jobspec.validate_id(token))
+        running = store.cancel([job_id], now())
+        return {**store.get(job_id).to_dict(), "stopping": bool(running)}
+
+
+def pause(home: QueueHome, name: Optional[str]) -> dict:
+    """`pause [QUEUE]`: one queue, or every queue when `name` is None."""
+    with opened(home) as store:
+        store.pause(None if name is None else [jobspec.validate_queue(name)])
+        return {"paused": store.pauses()}
+
+
+def resume(home: QueueHome, name: Optional[str]) -> dict:
+    """`resume [QUEUE]`: one queue, or lift every pause when `name` is None."""
+    with opened(home) as store:
+        store.resume(None if name is None else [jobspec.validate_queue(name)])
+        return {"paused": store.pauses()}
+
+
+def limit(home: QueueHome, name: str, query: dict) -> dict:
+    """`queue limit NAME N` (`?value=N`; 0 removes the limit)."""
+    value = _whole(query.get("value"), "value", 0, MAX_LIMIT)
+    with opened(home) as store:
+        store.set_limit(jobspec.validate_queue(name), value)
+    return {"queue": name, "limit": value or None}
+
+
 # -- input ---------------------------------------------------------------------------------------
 
 def _live_workers(home: QueueHome, store) -> list:
@@ -166,6 +300,10 @@ def _state(value: str) -> Optional[str]:
     if value not in STATES:
         raise ApiError(400, f"invalid state {value[:40]!r}: use one of {', '.join(STATES)}")
     return value
+
+
+def _queue(value: str) -> Optional[str]:
+    return jobspec.validate_queue(value) if value else None
 
 
 def _prefix(value: str) -> str:
@@ -195,7 +333,7 @@ def _decode_cursor(value: Optional[str]) -> Optional[tuple]:
         key = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
     except (ValueError, TypeError, RecursionError):
         raise ApiError(400, "invalid page cursor 'after'") from None
-    if (not isinstance(key, list) or not key or len(key) > 3
+    if (not isinstance(key, list) or not key or len(key) > 4
             or not all(isinstance(part, (int, float, str)) and not isinstance(part, bool) for part in key)):
         raise ApiError(400, "invalid page cursor 'after'")
     return tuple(key)

@@ -1,12 +1,13 @@
 "use strict";
-/* The queuectl dashboard. Hash routes: #/ (overview), #/jobs?state=S&prefix=P, #/job/ID,
-   #/dlq, #/workers. The view on screen refreshes itself every 2 s with fetch; nothing reloads.
+/* The queuectl dashboard. Hash routes: #/ (overview), #/jobs?state=S&queue=Q&prefix=P,
+   #/job/ID, #/dlq, #/queues, #/workers. The view on screen refreshes itself every 2 s with fetch; nothing reloads.
    Job text reaches the page only through textContent and text nodes, never as HTML. */
 
 const REFRESH_MS = 2000;
 const STATES = ["pending", "processing", "completed", "failed", "dead"];
 const ID_PREFIX = /^(?![.-])[A-Za-z0-9_.:@-]{1,128}$/;  // the id alphabet of SPEC
 const LOG_KEEP = 256 * 1024;  // characters of log kept on screen while following
+const SVG = "http://www.w3.org/2000/svg";
 const session = { csrf: "", readOnly: true };
 let current = null;  // the view on screen: { node, refresh() }
 let refreshing = false;
@@ -95,6 +96,21 @@ function retryButton(job) {
     : null;
 }
 
+function jobAction(job, action, label, question, className) {
+  return actionButton(label, question + " job " + job.id + "?", "/api/jobs/" + encodeURIComponent(job.id) + "/" + action, className);
+}
+
+/* The buttons a job's state allows, as the CLI allows them. */
+function jobButtons(job, deleted) {
+  const waiting = ["pending", "failed", "processing"].includes(job.state);
+  return [
+    retryButton(job),
+    job.state === "completed" || job.state === "dead" ? jobAction(job, "requeue", "Requeue", "Run again (back to pending)") : null,
+    waiting ? jobAction(job, "cancel", "Cancel", job.state === "processing" ? "Stop the run of" : "Cancel") : null,
+    deleteButton(job, deleted),
+  ].filter(Boolean);
+}
+
 function deleteButton(job, done) {
   return job.state === "processing" ? null
     : actionButton("Delete", "Delete job " + job.id + " and its log?", "/api/jobs/" + encodeURIComponent(job.id) + "/delete", "danger", done);
@@ -134,6 +150,7 @@ function route() {
   else if (parts[0] === "job" && parts[1]) show(jobView(decodeURIComponent(parts[1])), "jobs");
   else if (parts[0] === "dlq") show(dlqView(), "dlq");
   else if (parts[0] === "workers") show(workersView(), "workers");
+  else if (parts[0] === "queues") show(queuesView(), "queues");
   else show(overviewView(), "overview");
 }
 
@@ -176,6 +193,95 @@ function deadTable(jobs) {
     rows, "The dead letter queue is empty.");
 }
 
+function runsTable(runs) {
+  const rows = runs.map((run) => el("tr", {},
+    cell(run.attempt, "num"), cell(run.outcome, "state " + (run.outcome === "completed" ? "completed" : "dead")),
+    cell(run.exit_code, "num"), cell(duration(run), "num"), cell(shortTime(run.started_at), "hide-narrow"),
+    cell(run.worker, "hide-narrow"), cell(run.host, "hide-narrow"), cell(run.error, "error")));
+  return table([["attempt"], ["outcome"], ["exit"], ["took"], ["started", "hide-narrow"], ["worker", "hide-narrow"],
+    ["host", "hide-narrow"], ["error"]], rows, "No runs yet.");
+}
+
+function duration(run) {
+  const seconds = (Date.parse(run.ended_at) - Date.parse(run.started_at)) / 1000;
+  return Number.isFinite(seconds) ? human(seconds) : "–";
+}
+
+function human(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 1) return Math.round(seconds * 1000) + " ms";
+  if (seconds < 60) return seconds.toFixed(seconds < 10 ? 1 : 0) + " s";
+  const minutes = Math.floor(seconds / 60);
+  return minutes < 60 ? minutes + "m " + String(Math.round(seconds % 60)).padStart(2, "0") + "s"
+    : Math.floor(minutes / 60) + "h " + String(minutes % 60).padStart(2, "0") + "m";
+}
+
+function pausedText(queue) {
+  return queue.paused ? "paused" : "running";
+}
+
+/* Every queue with its count per state, limit and pause; with buttons unless `buttons` is false. */
+function queuesTable(data, buttons) {
+  const rows = data.queues.map((queue) => el("tr", { "data-queue": queue.name },
+    el("td", {}, el("a", { href: "#/jobs?queue=" + encodeURIComponent(queue.name), text: queue.name })),
+    ...STATES.map((state) => cell(queue.counts[state], "num")),
+    cell(queue.limit === null ? "none" : queue.limit, "num"),
+    el("td", { class: queue.paused ? "state failed" : "" , text: pausedText(queue) }),
+    buttons ? el("td", { class: "actions" }, queue.paused
+      ? actionButton("Resume", "Resume queue " + queue.name + "?", "/api/queues/" + encodeURIComponent(queue.name) + "/resume")
+      : actionButton("Pause", "Pause queue " + queue.name + "? Runs in progress finish.", "/api/queues/" + encodeURIComponent(queue.name) + "/pause", "danger"))
+      : null));
+  return table([["queue"], ...STATES.map((s) => [s, "num"]), ["limit"], ["state"],
+    ...(buttons ? [[""]] : [])], rows, "No queues yet: a queue exists while it has jobs or settings.");
+}
+
+function pausesLine(paused) {
+  if (paused.all) return "Paused: every queue" + (paused.resumed.length ? " except " + paused.resumed.join(", ") : "") + ".";
+  if (paused.queues.length) return "Paused: " + paused.queues.join(", ") + ".";
+  return "Nothing is paused.";
+}
+
+/* Runs per minute over the last hour as stacked SVG bars: succeeded below, failed above. */
+function runsChart(data) {
+  const width = 900, height = 150, top = 14, bottom = 18, left = 30;
+  const bar = (width - left) / data.minutes.length;
+  const most = Math.max(1, ...data.minutes.map((m) => m.succeeded + m.failed));
+  const scale = (n) => (n / most) * (height - top - bottom);
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("id", "chart");
+  svg.setAttribute("aria-label", "Runs per minute over the last hour, succeeded and failed");
+  const node = (tag, attributes, text) => {
+    const made = document.createElementNS(SVG, tag);
+    for (const [key, value] of Object.entries(attributes)) made.setAttribute(key, String(value));
+    if (text !== undefined) made.textContent = text;
+    svg.append(made);
+    return made;
+  };
+  node("line", { x1: left, x2: width, y1: height - bottom, y2: height - bottom, class: "axis" });
+  node("text", { x: left - 4, y: top + 4, "text-anchor": "end", class: "tick" }, String(most));
+  node("text", { x: left - 4, y: height - bottom, "text-anchor": "end", class: "tick" }, "0");
+  node("text", { x: left, y: height - 4, class: "tick" }, "−60 min");
+  node("text", { x: width, y: height - 4, "text-anchor": "end", class: "tick" }, "now");
+  data.minutes.forEach((minute, index) => {
+    const x = left + index * bar + 0.5;
+    const ok = scale(minute.succeeded), bad = scale(minute.failed);
+    const base = height - bottom;
+    const tip = minute.minute.slice(11, 16) + " UTC: " + minute.succeeded + " succeeded, " + minute.failed + " failed";
+    if (ok) node("rect", { x, y: base - ok, width: bar - 1, height: ok, class: "ok" }).append(titled(tip));
+    if (bad) node("rect", { x, y: base - ok - bad, width: bar - 1, height: bad, class: "bad" }).append(titled(tip));
+  });
+  return svg;
+}
+
+function titled(text) {
+  const title = document.createElementNS(SVG, "title");
+  title.textContent = text;
+  return title;
+}
+
 /* A paged list: remembers the cursor of every page seen, so Previous goes back exactly. */
 function pager(fetchPage, render) {
   const body = el("div");
@@ -207,23 +313,32 @@ function pager(fetchPage, render) {
 
 function overviewView() {
   const cards = el("div");
+  const queues = el("div");
+  const chart = el("div");
+  const figures = el("p", { class: "figures", id: "durations" });
   const workers = el("div");
   const dead = el("div");
   const node = el("section", {},
     el("h2", { text: "Jobs" }), cards,
-    // [queues] the count per queue with its pause and limit goes here (GET /api/queues).
-    // [chart] runs per minute over the last hour, succeeded and failed, as an SVG built with
-    //         createElementNS, and duration p50/p95 beside it (GET /api/stats).
+    el("h2", {}, el("a", { href: "#/queues", text: "Queues" })), queues,
+    el("h2", { text: "Runs per minute, last hour" }), chart, figures,
     el("h2", { text: "Live workers" }), workers, dead);
   return {
     node,
     async refresh() {
-      const [data, dlq] = await Promise.all([getJSON("/api/overview"), getJSON("/api/dlq?limit=5")]);
+      const [data, dlq, queueData, stats, perMinute] = await Promise.all([getJSON("/api/overview"),
+        getJSON("/api/dlq?limit=5"), getJSON("/api/queues"), getJSON("/api/stats"), getJSON("/api/runs-per-minute")]);
       redraw(dead, dlq.jobs, (jobs) => jobs.length
         ? fragment(el("h2", {}, el("a", { href: "#/dlq", text: "Latest in the dead letter queue" })), deadTable(jobs))
         : fragment());
       redraw(cards, data, () => el("div", { class: "cards" },
         ...STATES.map((state) => card(state, data[state])), card("total", data.total)));
+      redraw(queues, queueData, () => fragment(queuesTable(queueData, false), el("p", { class: "empty", text: pausesLine(queueData.paused) })));
+      redraw(chart, perMinute.minutes, () => fragment(runsChart(perMinute),
+        el("p", { class: "legend" }, el("span", { class: "swatch ok" }), " succeeded ", el("span", { class: "swatch bad" }), " failed (failed, timeout, lost)")));
+      const d = stats.runs.duration_seconds;
+      figures.textContent = stats.runs.total + " run" + (stats.runs.total === 1 ? "" : "s") + " in the last hour · duration p50 "
+        + human(d.p50) + ", p95 " + human(d.p95) + ", max " + human(d.max);
       redraw(workers, data.workers, workersTable);
     },
   };
@@ -237,14 +352,26 @@ function card(state, count) {
 
 function jobsView(params) {
   const state = STATES.includes(params.get("state")) ? params.get("state") : "";
+  const queue = ID_PREFIX.test(params.get("queue") || "") ? params.get("queue") : "";
   let prefix = params.get("prefix") || "";
   const search = el("input", { type: "search", placeholder: "id prefix", "aria-label": "Search by id prefix", id: "search" });
   search.value = prefix;
+  const choose = el("select", { "aria-label": "Queue", id: "queue-filter" }, el("option", { value: "", text: "every queue" }));
+  if (queue) choose.append(el("option", { value: queue, text: queue }));
+  choose.value = queue;
+  const hash = (s, q, p) => {
+    const query = new URLSearchParams();
+    if (s) query.set("state", s);
+    if (q) query.set("queue", q);
+    if (p) query.set("prefix", p);
+    return "#/jobs" + (query.toString() ? "?" + query : "");
+  };
   const tabs = el("div", { class: "tabs" }, ...["", ...STATES].map((s) =>
-    el("a", { href: "#/jobs" + (s ? "?state=" + s : ""), class: s === state ? "active" : "", text: s || "all" })));
+    el("a", { href: hash(s, queue, ""), class: s === state ? "active" : "", text: s || "all" })));
   const list = pager((after) => {
     const query = new URLSearchParams({ limit: "50" });
     if (state) query.set("state", state);
+    if (queue) query.set("queue", queue);
     if (prefix) query.set("prefix", prefix);
     if (after) query.set("after", after);
     return getJSON("/api/jobs?" + query);
@@ -253,22 +380,67 @@ function jobsView(params) {
     const typed = search.value.trim();
     if (typed && !ID_PREFIX.test(typed)) { setStatus("Not an id prefix: ids use A-Z a-z 0-9 _ . - : @", true); return; }
     prefix = typed;
-    const query = new URLSearchParams();
-    if (state) query.set("state", state);
-    if (prefix) query.set("prefix", prefix);
-    history.replaceState(null, "", "#/jobs" + (query.toString() ? "?" + query : ""));
+    history.replaceState(null, "", hash(state, queue, prefix));
     list.reset();
     refresh();
   });
-  const node = el("section", {}, el("h2", { text: "Jobs" + (state ? ": " + state : "") }),
-    el("div", { class: "tools" }, tabs, search), list.node);
-  return { node, refresh: () => list.refresh() };
+  choose.addEventListener("change", () => { location.hash = hash(state, choose.value, prefix); });
+  let named = false;
+  const node = el("section", {}, el("h2", { text: "Jobs" + (state ? ": " + state : "") + (queue ? " in queue " + queue : "") }),
+    el("div", { class: "tools" }, tabs, choose, search), list.node);
+  return {
+    node,
+    async refresh() {
+      if (!named) {  // the queues to choose from, once
+        named = true;
+        const found = await getJSON("/api/queues");
+        for (const q of found.queues) if (q.name !== queue) choose.append(el("option", { value: q.name, text: q.name }));
+      }
+      await list.refresh();
+    },
+  };
 }
 
 function dlqView() {
   const list = pager((after) => getJSON("/api/dlq?limit=50" + (after ? "&after=" + encodeURIComponent(after) : "")), deadTable);
   const node = el("section", {}, el("h2", { text: "Dead letter queue" }), list.node);
   return { node, refresh: () => list.refresh() };
+}
+
+function queuesView() {
+  const body = el("div");
+  const pauses = el("p", { id: "pauses" });
+  const every = el("div", { class: "tools" });
+  const name = el("input", { type: "text", placeholder: "queue", "aria-label": "Queue name", id: "limit-queue" });
+  const value = el("input", { type: "number", min: "0", step: "1", placeholder: "N (0: none)", "aria-label": "Limit", id: "limit-value" });
+  const set = el("button", { type: "button", id: "limit-set", text: "Set limit" });
+  set.addEventListener("click", async () => {
+    const queue = name.value.trim(), n = value.value.trim();
+    if (!ID_PREFIX.test(queue) || !/^[0-9]{1,7}$/.test(n)) { setStatus("Give a queue name and a whole number", true); return; }
+    if (!window.confirm(n === "0" ? "Remove the limit of queue " + queue + "?" : "Run at most " + n + " jobs of queue " + queue + " at once?")) return;
+    try {
+      await postAction("/api/queues/" + encodeURIComponent(queue) + "/limit?value=" + n);
+      setStatus("Limit set");
+      refresh();
+    } catch (error) {
+      setStatus("Set limit failed: " + error.message, true);
+    }
+  });
+  const limitForm = session.readOnly ? null : el("div", { class: "tools" }, el("span", { text: "At most" }), value,
+    el("span", { text: "jobs at once of queue" }), name, set);
+  const node = el("section", {}, el("h2", { text: "Queues" }), pauses, every, body, limitForm);
+  return {
+    node,
+    async refresh() {
+      const data = await getJSON("/api/queues");
+      pauses.textContent = pausesLine(data.paused);
+      redraw(every, [data.paused, session.readOnly], () => fragment(...[
+        actionButton("Pause every queue", "Pause every queue, including queues to come? Runs in progress finish.", "/api/pause", "danger"),
+        data.paused.all || data.paused.queues.length ? actionButton("Resume every queue", "Lift every pause?", "/api/resume", "primary") : null,
+      ].filter(Boolean)));
+      redraw(body, data, () => queuesTable(data, !session.readOnly));
+    },
+  };
 }
 
 function workersView() {
@@ -283,14 +455,14 @@ function jobView(id) {
   const fields = el("dl", { class: "fields" });
   const actions = el("div", { class: "tools" });
   const log = el("pre", { class: "log", id: "log" });
+  const runs = el("div", { id: "runs" });
   const heading = el("h2", { text: "Job " + id });
   let logTo = null;  // the byte offset the log on screen ends at
   let gone = false;
   const node = el("section", {}, heading, actions, fields,
-    // [runs] the job's runs (attempt, worker, outcome, duration, error) go here, from job.runs.
-    el("h2", { text: "Log" }), log);
+    el("h2", { text: "Runs" }), runs, el("h2", { text: "Log" }), log);
   const names = ["id", "state", "command", "attempts", "max_retries", "priority", "timeout", "run_at",
-    "cwd", "created_at", "updated_at", "exit_code", "last_error"];
+    "queue", "after", "cwd", "created_at", "updated_at", "exit_code", "last_error", "log"];
 
   async function followLog() {
     const piece = await getJSON("/api/jobs/" + encodeURIComponent(id) + "/log" + (logTo === null ? "" : "?from=" + logTo));
@@ -314,13 +486,19 @@ function jobView(id) {
         return;
       }
       redraw(fields, job, () => fragment(...names.flatMap((name) => [el("dt", { text: name }),
-        el("dd", { class: name === "state" ? "state " + job.state : "", text: job[name] === null ? "–" : String(job[name]) })])));
-      // [actions] Cancel (pending, failed, processing) and Requeue (completed, dead) join these.
+        el("dd", { class: name === "state" ? "state " + job.state : "", text: fieldText(job[name]) })])));
       redraw(actions, [job.state, session.readOnly], () => fragment(
-        ...[retryButton(job), deleteButton(job, () => { location.hash = "#/jobs"; })].filter(Boolean)));
+        ...jobButtons(job, () => { location.hash = "#/jobs"; })));
+      redraw(runs, job.runs, runsTable);
       await followLog();
     },
   };
+}
+
+function fieldText(value) {
+  if (value === null || value === undefined) return "–";
+  if (Array.isArray(value)) return value.length ? value.join(", ") : "–";
+  return String(value);
 }
 
 // -- start ---------------------------------------------------------------------------------------

@@ -18,10 +18,11 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, NamedTuple, Optional
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import BadInput, Conflict, NotFound, QueuectlError, StoreError
 from ..home import QueueHome
+from ..metrics import CONTENT_TYPE as METRICS_TYPE
 from . import api
 
 TOKEN_ENV = "QUEUECTL_DASHBOARD_TOKEN"
@@ -164,6 +165,13 @@ class _Stop(Exception):
 
 # -- requests ------------------------------------------------------------------------------------
 
+class Text(NamedTuple):
+    """A view's answer that is not JSON."""
+
+    body: str
+    kind: str
+
+
 class Refused(Exception):
     def __init__(self, status: int, message: str, headers: Optional[dict] = None) -> None:
         super().__init__(message)
@@ -172,18 +180,30 @@ class Refused(Exception):
 
 
 _JOB = r"(?P<id>[^/]{1,128})"
+_QUEUE = r"(?P<name>[^/]{1,128})"
 GET_ROUTES = [
     (re.compile(r"/api/session"), lambda h, q, m: h.session()),
     (re.compile(r"/api/overview"), lambda h, q, m: api.overview(h.home)),
     (re.compile(r"/api/workers"), lambda h, q, m: api.workers(h.home)),
+    (re.compile(r"/api/queues"), lambda h, q, m: api.queues(h.home)),
+    (re.compile(r"/api/stats"), lambda h, q, m: api.stats(h.home, q)),
+    (re.compile(r"/api/runs-per-minute"), lambda h, q, m: api.runs_per_minute(h.home, q)),
     (re.compile(r"/api/jobs"), lambda h, q, m: api.jobs(h.home, q)),
     (re.compile(r"/api/dlq"), lambda h, q, m: api.dlq(h.home, q)),
     (re.compile(rf"/api/jobs/{_JOB}"), lambda h, q, m: api.job(h.home, m["id"])),
     (re.compile(rf"/api/jobs/{_JOB}/log"), lambda h, q, m: api.log(h.home, m["id"], q)),
+    (re.compile(r"/metrics"), lambda h, q, m: Text(api.metrics(h.home), METRICS_TYPE)),
 ]
 POST_ROUTES = [
     (re.compile(rf"/api/jobs/{_JOB}/retry"), lambda h, q, m: api.retry(h.home, m["id"])),
+    (re.compile(rf"/api/jobs/{_JOB}/requeue"), lambda h, q, m: api.requeue(h.home, m["id"])),
+    (re.compile(rf"/api/jobs/{_JOB}/cancel"), lambda h, q, m: api.cancel(h.home, m["id"])),
     (re.compile(rf"/api/jobs/{_JOB}/delete"), lambda h, q, m: api.delete(h.home, m["id"])),
+    (re.compile(r"/api/pause"), lambda h, q, m: api.pause(h.home, None)),
+    (re.compile(r"/api/resume"), lambda h, q, m: api.resume(h.home, None)),
+    (re.compile(rf"/api/queues/{_QUEUE}/pause"), lambda h, q, m: api.pause(h.home, m["name"])),
+    (re.compile(rf"/api/queues/{_QUEUE}/resume"), lambda h, q, m: api.resume(h.home, m["name"])),
+    (re.compile(rf"/api/queues/{_QUEUE}/limit"), lambda h, q, m: api.limit(h.home, m["name"], q)),
 ]
 STATUS_OF = ((BadInput, 400), (NotFound, 404), (StoreError, 503), (Conflict, 409), (QueuectlError, 409))
 
@@ -253,7 +273,11 @@ class Handler(BaseHTTPRequestHandler):
             if match:
                 if method == "POST":
                     self._check_action()
-                self._json(200, view(self, query, match))
+                answer = view(self, query, _path_values(match))
+                if isinstance(answer, Text):
+                    self._send(200, answer.body.encode("utf-8"), answer.kind)
+                else:
+                    self._json(200, answer)
                 return
         allowed = [verb for verb, table in (("GET", GET_ROUTES), ("POST", POST_ROUTES))
                    if any(pattern.fullmatch(url.path) for pattern, _ in table)]
@@ -381,6 +405,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:
         pass  # no access log: a watching browser would fill the terminal
+
+
+def _path_values(match: re.Match) -> dict:
+    """The ids and queue names in a path, %-decoded (the page encodes the : and @ they may hold)."""
+    try:
+        return {name: unquote(value, errors="strict") for name, value in match.groupdict().items()}
+    except UnicodeDecodeError:
+        raise Refused(400, "the path is not valid UTF-8") from None
 
 
 def _same(given: str, expected: str) -> bool:
