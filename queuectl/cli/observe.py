@@ -132,7 +132,7 @@ def _stats_text(data: dict, since: str) -> str:
     oldest = now_["oldest_due_seconds"]
     lines.append(f"Now: {jobs}")
     lines.append(f"  oldest due job waiting {human(oldest) if oldest is not None else '-'}; "
-                 f"{now_['workers']} live worker(s)")
+                 f"{render.plural(now_['workers'], 'live worker')}")
     return "\n".join(lines)
 
 
