@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import time
 import types
 from contextlib import contextmanager
 from itertools import chain
@@ -354,14 +355,28 @@ class Store:
             raise _open_error(path, exc) from None
         store = cls(conn, path)
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
-                store._migrate()
-            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            store._prepare(durable)
         except sqlite3.Error as exc:
             conn.close()
             raise _open_error(path, exc) from None
         return store
+
+    def _prepare(self, durable: bool) -> None:
+        """Migrate if needed and set the durability. Many processes opening a new database at
+        once race to create its schema, and switching it to WAL can answer "database is locked"
+        at once, without SQLite's busy wait: such a try is repeated until the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if version != SCHEMA_VERSION:
+                    self._migrate()
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01 + os.urandom(1)[0] / 6400)  # 10–50 ms, so the racers spread out
+        self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
 
     @classmethod
     def open_readonly(cls, path: str) -> "Store":
@@ -1362,6 +1377,13 @@ def _refuse_repeats(ids: list) -> None:
         if job_id in seen:
             raise Conflict(f"job id {job_id} appears twice; nothing was enqueued")
         seen.add(job_id)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _statements(script: str) -> list:
