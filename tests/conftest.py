@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -118,6 +119,15 @@ def pools(home):
     manager = Pools(home)
     yield manager
     manager.cleanup()
+
+
+def query(home: str, sql: str, params: tuple = ()) -> list:
+    """A read straight from the database (fast enough to poll every few milliseconds)."""
+    conn = sqlite3.connect(os.path.join(home, "queue.db"), timeout=60, isolation_level=None)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
 def job_state(home: str, job_id: str) -> dict:

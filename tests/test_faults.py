@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import uuid
 
 import pytest
 
-from conftest import Pools, job_state, run_cli, wait_until
+from conftest import Pools, job_state, query, run_cli, wait_until
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -37,15 +36,6 @@ def status(home: str) -> dict:
 
 def all_jobs(home: str) -> dict:
     return {job["id"]: job for job in json.loads(cli_ok(home, "list", "--json", "--limit", "0").stdout)}
-
-
-def query(home: str, sql: str, params: tuple = ()) -> list:
-    """A read straight from the database (fast enough to poll every few milliseconds)."""
-    conn = sqlite3.connect(os.path.join(home, "queue.db"), timeout=60, isolation_level=None)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def start_pool(pools: Pools, count: int) -> tuple:

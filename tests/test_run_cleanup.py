@@ -6,7 +6,6 @@ a finalizer kills whatever a failing test left. Every wait polls with a deadline
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -18,7 +17,7 @@ import uuid
 
 import pytest
 
-from conftest import Pools, job_state, run_cli, wait_until
+from conftest import Pools, job_state, query, run_cli, wait_until
 from queuectl import executor
 from queuectl.home import QueueHome
 from queuectl.models import NewJob
@@ -30,14 +29,6 @@ def cli_ok(home: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
     result = run_cli(home, *args, **kwargs)
     assert result.returncode == 0, result.stderr
     return result
-
-
-def query(home: str, sql: str, params: tuple = ()) -> list:
-    conn = sqlite3.connect(os.path.join(home, "queue.db"), timeout=60, isolation_level=None)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def workers_log(home: str) -> str:

@@ -1,6 +1,8 @@
 """Steering the named queues: queues, queue limit, pause, resume."""
 from __future__ import annotations
 
+from typing import Optional
+
 import click
 
 from .. import jobspec, render
@@ -64,7 +66,7 @@ def pause(app: App, names: tuple) -> None:
       queuectl pause downloads
       queuectl pause
     """
-    chosen = [jobspec.validate_queue(name) for name in dict.fromkeys(names)] or None
+    chosen = _chosen(names)
     app.store.pause(chosen)
     click.echo("Paused " + (f"{_queues(chosen)}" if chosen else "every queue"))
 
@@ -81,9 +83,14 @@ def resume(app: App, names: tuple) -> None:
       queuectl resume downloads
       queuectl resume
     """
-    chosen = [jobspec.validate_queue(name) for name in dict.fromkeys(names)] or None
+    chosen = _chosen(names)
     app.store.resume(chosen)
     click.echo("Resumed " + (f"{_queues(chosen)}" if chosen else "every queue"))
+
+
+def _chosen(names: tuple) -> Optional[list]:
+    """The queues named, each once, all validated before any changes; None for every queue."""
+    return [jobspec.validate_queue(name) for name in dict.fromkeys(names)] or None
 
 
 def _queues(names: list) -> str:
