@@ -41,7 +41,7 @@ QUICK = Config(rows=200_000, rounds=15, watch_seconds=20.0)
 def finish_some(home: str, count: int) -> tuple:
     """Run `count` claims through the Store: half completed, half dead; returns (a dead id, a log)."""
     from queuectl.home import QueueHome
-    from queuectl.repository import Store
+    from queuectl.store.sqlite import SqliteStore as Store
 
     queue_home = QueueHome(home)
     store = Store.open(queue_home.db_path)

@@ -337,7 +337,7 @@ def m2_enqueue_one(cfg: Config, scratch: Scratch) -> list:
 
 
 def m3_bulk(cfg: Config, scratch: Scratch) -> list:
-    from queuectl.repository import MIGRATIONS
+    from queuectl.store.sqlite import MIGRATIONS
 
     n = cfg.bulk_jobs
     where = scratch.new("bulk-input")
@@ -480,7 +480,7 @@ def build_db(home: str, rows: int, delay: float = 0.0, priority: int = 0) -> flo
     makes them), in batches; returns seconds taken."""
     from queuectl.home import QueueHome
     from queuectl.models import NewJob
-    from queuectl.repository import Store
+    from queuectl.store.sqlite import SqliteStore as Store
 
     started = time.perf_counter()
     queue_home = QueueHome(home).ensure()
@@ -528,7 +528,7 @@ def _claim_cost(db: str, claims: int, queues: Optional[list] = None, finish: boo
     """Per-claim seconds of Store.claim_next, as a worker opens the store. With `finish`, each
     claimed job is completed between two claims, untimed, as a worker would: what is processing
     stays what a pool runs at once (a limit is counted over it)."""
-    from queuectl.repository import Store
+    from queuectl.store.sqlite import SqliteStore as Store
 
     store = Store.open(db, durable=False)
     try:
@@ -589,7 +589,7 @@ def m7_claim(cfg: Config, scratch: Scratch, big_db: dict) -> list:
 def _steer_db(home: str, jobs: list, limits: Optional[dict] = None) -> str:
     """A queue home holding `jobs` (NewJobs, inserted in batches as enqueue does) and limits."""
     from queuectl.home import QueueHome
-    from queuectl.repository import Store
+    from queuectl.store.sqlite import SqliteStore as Store
 
     queue_home = QueueHome(home).ensure()
     store = Store.open(queue_home.db_path)
@@ -658,7 +658,7 @@ def build_runs(home: str, runs: int, span: float, tail: str = "ok\n") -> float:
     (as the workers would have left them: uniform durations 0-100 s, waits 0-10 s, 1 in 10
     failed, over 50 commands); returns seconds taken."""
     from queuectl.home import QueueHome
-    from queuectl.repository import TOTAL_HOUR, Store
+    from queuectl.store.sqlite import TOTAL_HOUR, SqliteStore as Store
     from queuectl.stats import EDGES
 
     started = time.perf_counter()
@@ -762,7 +762,7 @@ BASE_SRC: list = []  # --base-src: a checkout of queuectl without run history, f
 RECORD_LOOP = textwrap.dedent('''\
     import os, sys, time
     from queuectl.models import NewJob, Outcome
-    from queuectl.repository import Store
+    from queuectl.store.sqlite import SqliteStore as Store
     from queuectl.worker import record_outcome
     db, n = sys.argv[1], int(sys.argv[2])
     store = Store.open(db, durable=False)

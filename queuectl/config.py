@@ -106,26 +106,68 @@ def format_value(value: float) -> str:
     return repr(value)
 
 
-def load(path: str) -> dict:
-    """Defaults overlaid with the file's settings; a corrupt file is an error naming it."""
-    import json  # lazily, like every import only some commands need: start-up time is a feature
+class FileSettings:
+    """The settings of a queue home kept in its config.json (the SQLite backend's; a PostgreSQL
+    store keeps them in its database and offers the same three methods)."""
 
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def read_settings(self):
+        """The stored object as it is (None when there is none yet); a corrupt file is an error."""
+        import json  # lazily, like every import only some commands need: start-up time is a feature
+
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                return json.load(handle)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise _corrupt(self.path, str(exc)) from None
+
+    def write_settings(self, values: dict) -> None:
+        """Write atomically (temp file + rename), mode 0600."""
+        import json
+
+        temp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(values, handle, indent=2)
+                handle.write("\n")
+            os.replace(temp, self.path)
+        except OSError as exc:
+            raise StoreError(f"cannot write config file {self.path}: {exc.strerror}") from None
+
+    def settings_stamp(self) -> object:
+        """Changes when the settings may have: a stat, no read."""
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+def _source(where):
+    return FileSettings(where) if isinstance(where, str) else where
+
+
+def load(where) -> dict:
+    """Defaults overlaid with the stored settings (`where`: a config.json path, or a settings
+    source such as a PostgreSQL store); corrupt settings are an error naming where they are."""
+    source = _source(where)
     values = dict(DEFAULTS)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            stored = json.load(handle)
-    except FileNotFoundError:
+    stored = source.read_settings()
+    name = getattr(source, "path", "settings")
+    if stored is None:
         return values
-    except (OSError, ValueError) as exc:
-        raise _corrupt(path, str(exc)) from None
     if not isinstance(stored, dict):
-        raise _corrupt(path, "expected a JSON object")
+        raise _corrupt(name, "expected a JSON object")
     for key, value in stored.items():
         try:
-            name = canonical(key)
-            values[name] = validate(name, value)
+            values[canonical(key)] = validate(canonical(key), value)
         except BadInput as exc:
-            raise _corrupt(path, str(exc)) from None
+            raise _corrupt(name, str(exc)) from None
     return values
 
 
@@ -134,50 +176,39 @@ def _corrupt(path: str, why: str) -> StoreError:
                       "(fix it, or run `queuectl config reset` to restore every default)")
 
 
-def save(path: str, values: dict) -> None:
-    """Write atomically (temp file + rename), mode 0600."""
-    import json
-
-    temp = f"{path}.{os.getpid()}.tmp"
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(values, handle, indent=2)
-            handle.write("\n")
-        os.replace(temp, path)
-    except OSError as exc:
-        raise StoreError(f"cannot write config file {path}: {exc.strerror}") from None
+def save(where, values: dict) -> None:
+    _source(where).write_settings(values)
 
 
-def set_value(path: str, key: str, text: str) -> tuple:
+def set_value(where, key: str, text: str) -> tuple:
     """Validate and store one setting; returns (name, value)."""
     name = canonical(key)
     value = parse_value(name, text)
-    values = load(path)
+    values = load(where)
     values[name] = value
-    save(path, values)
+    save(where, values)
     return name, value
 
 
-def reset(path: str, key: str | None = None) -> list:
+def reset(where, key: str | None = None) -> list:
     """Restore one setting, or all, to the defaults; returns the names reset."""
     if key is None:
-        save(path, dict(DEFAULTS))
+        save(where, dict(DEFAULTS))
         return list(SETTINGS)
     name = canonical(key)
-    values = load(path)
+    values = load(where)
     values[name] = DEFAULTS[name]
-    save(path, values)
+    save(where, values)
     return [name]
 
 
 class LiveConfig:
-    """The settings as a running worker sees them: re-read when config.json changes."""
+    """The settings as a running worker sees them: re-read when they change."""
 
     RECHECK_SECONDS = 0.25  # a stat per job is measurable in the drain benchmark; this is not
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, where) -> None:
+        self.source = _source(where)
         self._stamp: object = None
         self._values = dict(DEFAULTS)
         self._checked = float("-inf")
@@ -188,13 +219,12 @@ class LiveConfig:
             return self._values
         self._checked = moment
         try:
-            info = os.stat(self.path)
-            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
-        except OSError:
-            stamp = None
+            stamp = self.source.settings_stamp()
+        except StoreError:
+            return self._values  # the database is unreachable: keep the last settings
         if stamp != self._stamp:
             try:
-                self._values = load(self.path)
+                self._values = load(self.source)
             except StoreError:
                 pass  # keep the last good settings while someone edits the file by hand
             self._stamp = stamp

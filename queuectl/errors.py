@@ -26,6 +26,10 @@ class StoreError(QueuectlError):
     """The database or a file of the queue home cannot be opened or used."""
 
 
+class DatabaseError(StoreError):
+    """The database server failed or could not be reached; the text never holds a password."""
+
+
 class StillRunning(QueuectlError):
     """Workers are still running after the stop timeout."""
 

@@ -6,6 +6,7 @@ import os
 import time
 from typing import NamedTuple, Optional
 
+from . import config
 from .errors import DatabaseDamaged, QueuectlError
 from .home import QueueHome
 from .pidfile import HOST, pid_alive, read_pools
@@ -33,19 +34,17 @@ class Report(NamedTuple):
         }
 
 
-def check(home: QueueHome, lease_seconds: float) -> Report:
-    if not os.path.isfile(home.db_path):
-        raise QueuectlError(f"no database at {home.db_path}: nothing to check")
-    integrity, orphans = _database(home.db_path, lease_seconds)
-    return Report(home.db_path, integrity, orphans, _stale_pidfiles(home))
+def check(home: QueueHome) -> Report:
+    integrity, orphans = _database(home)
+    return Report(home.database, integrity, orphans, _stale_pidfiles(home))
 
 
-def _database(path: str, lease_seconds: float) -> tuple:
+def _database(home: QueueHome) -> tuple:
     """(integrity problems, orphaned jobs), read through a read-only connection."""
-    from .repository import Store
+    from .store import open_to_check
 
     try:
-        store = Store.open_readonly(path)
+        store = open_to_check(home)
     except DatabaseDamaged as exc:
         return [exc.detail], []
     try:
@@ -54,9 +53,10 @@ def _database(path: str, lease_seconds: float) -> tuple:
             holders = store.processing_holders()
         except DatabaseDamaged as exc:
             return integrity or [exc.detail], []
+        now = store.clock()
+        lease_seconds = config.load(home.settings(lambda: store))["lease_seconds"]
     finally:
         store.close()
-    now = time.time()
     orphans = []
     for job, pid, host, heartbeat_at in holders:
         reason = _why_orphaned(pid, host, heartbeat_at, now, lease_seconds)

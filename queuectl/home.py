@@ -19,7 +19,30 @@ def resolve(option: str | None) -> str:
 
 
 class QueueHome(NamedTuple):
+    """A queue home, and the database of its queue: the SQLite file in it (db_url None), or the
+    PostgreSQL database at db_url, shared with the homes of other hosts."""
+
     root: str
+    db_url: Optional[str] = None
+
+    def open_store(self, durable: bool = True):
+        """The queue's store, opened in the calling process (never share one across fork)."""
+        from .store import open_store
+
+        return open_store(self.db_path, self.db_url, durable)
+
+    def settings(self, store):
+        """Where the queue's configuration lives; `store()` gives an open store (see store.settings_of)."""
+        from .store import settings_of
+
+        return settings_of(self, store)
+
+    @property
+    def database(self) -> str:
+        """The database as messages name it: the file's path, or the URL without its password."""
+        from .store import redact
+
+        return self.db_path if self.db_url is None else redact(self.db_url)
 
     @property
     def db_path(self) -> str:

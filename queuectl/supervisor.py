@@ -15,8 +15,8 @@ from .errors import NotFound, QueuectlError, StillRunning
 from .home import QueueHome
 from .pidfile import PoolRecord, hold_home, live_pools, read_pools
 from .render import plural, printable
-from .repository import DB_ERRORS, Store
-from .timeutil import iso, now
+from .store import DB_ERRORS, ENV_VAR as DB_ENV
+from .timeutil import iso
 from .worker import EXIT_DAMAGED, recover_lost_job, worker_main
 
 READY_SECONDS = 30.0
@@ -115,7 +115,7 @@ class Supervisor:
     def _spawn(self) -> None:
         process = self._context.Process(
             target=worker_main, args=(self.home.root, self.pool_id, self.burst, os.getpid(), self.queues),
-            kwargs={"report_fd": self._reports[1]}, name=f"queuectl-worker-{self.pool_id}",
+            kwargs={"report_fd": self._reports[1], "db_url": self.home.db_url}, name=f"queuectl-worker-{self.pool_id}",
         )
         process.start()
         self.workers[process.pid] = process
@@ -215,11 +215,11 @@ class Supervisor:
     def _recover(self, pid: int) -> None:
         """Take back a dead worker's job now rather than after the lease runs out."""
         worker_id = f"{self.pool_id}-{pid}"
-        store = Store.open(self.home.db_path, durable=False)  # opened and closed here: never forked
+        store = self.home.open_store(durable=False)  # opened and closed here: never forked
         try:
-            settings = load_config(self.home.config_path)
+            settings = load_config(self.home.settings(lambda: store))
             for job in store.jobs_of_worker(worker_id):
-                verdict = recover_lost_job(store, settings, self.home, job, now(), self.home.log_path(job.id))
+                verdict = recover_lost_job(store, settings, self.home, job, store.clock(), self.home.log_path(job.id))
                 if verdict:
                     say(f"job {job.id} of worker {pid}: {verdict}")
             store.remove_worker(worker_id)
@@ -247,6 +247,9 @@ def start_detached(home: QueueHome, count: int, burst: bool, queues: Optional[li
             "--count", str(count), "--ready-fd", str(write_end)] + (["--burst"] if burst else [])
     for name in queues or ():
         args += ["--queue", name]
+    environ = dict(os.environ)
+    if home.db_url is not None:  # in the environment, not argv, where `ps` would show a password
+        environ[DB_ENV] = home.db_url
     pid = os.fork()
     if pid == 0:  # child: become a daemon in its own session, then a fresh interpreter
         try:
@@ -258,7 +261,7 @@ def start_detached(home: QueueHome, count: int, burst: bool, queues: Optional[li
             os.dup2(log, 1)
             os.dup2(log, 2)
             os.set_inheritable(write_end, True)
-            os.execv(sys.executable, args)
+            os.execve(sys.executable, args, environ)
         finally:
             os._exit(127)
     os.close(write_end)

@@ -14,7 +14,7 @@ from .home import QueueHome
 from .models import CANCELLED, STOP_CANCEL, STOP_FORCE, Job, Outcome, Run
 from .pidfile import HOST, is_pool_worker, pid_alive
 from .render import printable
-from .repository import DB_ERRORS, Store
+from .store import DB_ERRORS, Store
 from .timeutil import iso
 
 IDLE_TICK = 0.05  # idle workers look for news this often: cheap (PRAGMA data_version), and quick pickup
@@ -109,7 +109,7 @@ class Worker:
         self.pid = os.getpid()
         self.worker_id = f"{pool_id}-{self.pid}"
         self.home_path = os.path.realpath(home.root)
-        self.config = LiveConfig(home.config_path)
+        self.config = LiveConfig(home.settings(lambda: store))
         self._next_upkeep = 0.0
         self._claimed: Optional[Job] = None  # claimed together with the last outcome, not run yet
         self._disk_full = False  # a log could not be written: take no job until there is room
@@ -251,7 +251,7 @@ class Worker:
 
     def _idle(self) -> None:
         """Sleep until something changes, the next job is due, or poll_interval has passed."""
-        version = self.store.data_version()
+        version = self.store.work_version()
         wake = self.clock() + self.config.current()["poll_interval"]
         next_run = self.store.next_run_at(self.queues)
         if next_run is not None:
@@ -261,7 +261,7 @@ class Worker:
             if remaining <= 0:
                 return
             time.sleep(min(IDLE_TICK, remaining))
-            if self.store.data_version() != version:
+            if self.store.work_version() != version:
                 return
             self._upkeep()
 
@@ -330,6 +330,18 @@ def say(text: str) -> None:
         pass
 
 
+def _share_database(db_url: Optional[str]) -> None:
+    """A run's own `queuectl` commands reach the same queue: $QUEUECTL_DB names its database,
+    without the URL's password (libpq then finds it in ~/.pgpass or $PGPASSWORD), so a job
+    that prints its environment writes no password into its log."""
+    from .store import ENV_VAR, redact
+
+    if db_url is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = redact(db_url, keep="")
+
+
 def _free_bytes(path: str) -> int:
     """Room left for this process's writes on the file system holding `path`."""
     try:
@@ -360,7 +372,7 @@ def _install_signal_handlers(flags: Flags) -> None:
 
 
 def worker_main(home_root: str, pool_id: str, burst: bool, parent_pid: int,
-                queues: Optional[list] = None, report_fd: int = -1) -> None:
+                queues: Optional[list] = None, report_fd: int = -1, db_url: Optional[str] = None) -> None:
     """Process target: plain data in; the store is opened here, never inherited across fork.
 
     A damaged database ends the worker with EXIT_DAMAGED, its message written to `report_fd`
@@ -368,12 +380,14 @@ def worker_main(home_root: str, pool_id: str, burst: bool, parent_pid: int,
     flags = Flags()
     _install_signal_handlers(flags)
     executor.become_subreaper()
-    home = QueueHome(home_root)
+    home = QueueHome(home_root, db_url)
     os.environ[executor.ENV_HOME] = os.path.realpath(home_root)  # every run inherits it
+    _share_database(db_url)
     try:
-        store = Store.open(home.db_path, durable=False)
+        store = home.open_store(durable=False)
         try:
-            Worker(store, home, pool_id, flags, burst=burst, parent_pid=parent_pid, queues=queues).loop()
+            Worker(store, home, pool_id, flags, burst=burst, parent_pid=parent_pid, clock=store.clock,
+                   queues=queues).loop()
         finally:
             store.close()
     except DatabaseDamaged as exc:

@@ -34,7 +34,7 @@ def history(home: str, runs: int = 900) -> None:
     sys.path.insert(0, ROOT)
     from queuectl.home import QueueHome
     from queuectl.models import Run
-    from queuectl.repository import Store
+    from queuectl.store.sqlite import SqliteStore as Store
 
     queues = ("images", "reports", "default")
     lines = "\n".join(f'{{"id": "done-{n:04d}", "queue": "{queues[n % 3]}", "command": "./step.sh {n}",'

@@ -43,7 +43,7 @@ def db_path(home):
 @pytest.fixture
 def store(db_path):
     """A store opened on a fresh queue home's database, closed after the test."""
-    from queuectl.repository import Store
+    from queuectl.store.sqlite import SqliteStore as Store
 
     opened = Store.open(db_path)
     yield opened

@@ -17,7 +17,7 @@ from test_faults import alive, group_members, lines, start_pool
 from queuectl.errors import Conflict, NotFound
 from queuectl.home import QueueHome
 from queuectl.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, NewJob, Outcome
-from queuectl.repository import MIGRATIONS, SCHEMA_VERSION, Store, _statements
+from queuectl.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore as Store, _statements
 from queuectl.worker import record_outcome
 
 NOW = 1_700_000_000.0

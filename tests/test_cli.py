@@ -17,7 +17,7 @@ from conftest import run_cli
 from queuectl import config
 from queuectl.cli import cli as cli_group
 from queuectl.home import QueueHome
-from queuectl.repository import Store
+from queuectl.store.sqlite import SqliteStore as Store
 from queuectl.timeutil import parse_iso
 
 JOB_FIELDS = ["id", "command", "state", "attempts", "max_retries", "priority", "timeout", "run_at", "cwd",

@@ -95,13 +95,13 @@ def _sqlite_error(sql: str, setup: str = "") -> sqlite3.Error:
     (ValueError("database disk image is malformed"), False),  # not SQLite's at all
 ])
 def test_damage_is_told_from_trouble_that_passes(exc, damage):
-    from queuectl.repository import is_damage
+    from queuectl.store.sqlite import is_damage
 
     assert is_damage(exc) is damage
 
 
 def test_real_corruption_and_a_non_database_are_damage_by_their_codes(home, damaged):
-    from queuectl.repository import is_damage
+    from queuectl.store.sqlite import is_damage
 
     conn = sqlite3.connect(damaged)
     with pytest.raises(sqlite3.DatabaseError) as corrupt:
@@ -122,7 +122,7 @@ def test_a_failed_commit_does_not_leave_the_store_stuck_in_its_transaction(tmp_p
     """A COMMIT that fails may leave the transaction open (SQLite documents it for a busy or
     full database; a deferred constraint shows it on demand): it is rolled back, so the next
     transaction can begin."""
-    from queuectl.repository import Store
+    from queuectl.store.sqlite import SqliteStore as Store
 
     store = Store.open(str(tmp_path / "queue.db"))
     store._conn.executescript(
@@ -251,7 +251,7 @@ def _dead_pid() -> int:
 
 def test_check_finds_orphaned_jobs_and_stale_pidfiles_and_leaves_them(home):
     from queuectl.pidfile import HOST
-    from queuectl.repository import Store
+    from queuectl.store.sqlite import SqliteStore as Store
 
     enqueue_many(home, 4)
     dead, now = _dead_pid(), time.time()

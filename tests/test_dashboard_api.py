@@ -310,7 +310,7 @@ def test_bad_input_is_a_short_json_error(home, server, query):
 def test_runs_per_minute_reads_exactly_the_last_sixty_minutes_across_an_hour(home):
     """The store's read for the chart: a window that starts in one hour and ends in the next."""
     from queuectl.models import Run
-    from queuectl.repository import Store
+    from queuectl.store.sqlite import SqliteStore as Store
 
     for n in range(6):
         enqueue(home, "--id", f"r{n}", "--queue", "q" if n % 2 else "default", "true")

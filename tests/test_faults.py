@@ -543,7 +543,7 @@ def test_50_mb_of_output_is_streamed_to_the_log_not_held_in_memory(home, workdir
 
 GATED_CLI = r"""
 import os, runpy, sys
-import queuectl.cli, queuectl.jobspec, queuectl.repository  # import first: the race is what follows
+import queuectl.cli, queuectl.jobspec, queuectl.store.sqlite  # import first: the race is what follows
 ready, go = int(sys.argv[1]), int(sys.argv[2])
 os.write(ready, b".")
 os.close(ready)

@@ -19,7 +19,7 @@ from conftest import run_cli, wait_until
 from queuectl import timeutil, watch
 from queuectl.errors import BadInput
 from queuectl.home import QueueHome
-from queuectl.repository import Store
+from queuectl.store.sqlite import SqliteStore as Store
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = "test-worker"

@@ -15,7 +15,7 @@ from conftest import job_state, run_cli, wait_until
 from queuectl import stats
 from queuectl.home import QueueHome
 from queuectl.models import NewJob, Outcome
-from queuectl.repository import MIGRATIONS, RETENTION_MINUTES, SCHEMA_VERSION, Store, _statements
+from queuectl.store.sqlite import MIGRATIONS, RETENTION_MINUTES, SCHEMA_VERSION, SqliteStore as Store, _statements
 from queuectl.worker import record_outcome, recover_lost_job
 
 HOME = QueueHome("/nonexistent/queue-home")  # kill_strays finds no run of it

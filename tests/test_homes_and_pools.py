@@ -19,7 +19,7 @@ from conftest import Pools, job_state, run_cli, wait_until
 from queuectl import supervisor
 from queuectl.pidfile import HOST
 from queuectl.render import printable
-from queuectl.repository import Store
+from queuectl.store.sqlite import SqliteStore as Store
 
 pytestmark = pytest.mark.timeout(180)
 

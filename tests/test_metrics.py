@@ -13,7 +13,7 @@ from conftest import run_cli
 from queuectl import metrics
 from queuectl.home import QueueHome
 from queuectl.models import NewJob, Outcome
-from queuectl.repository import Store
+from queuectl.store.sqlite import SqliteStore as Store
 from queuectl.stats import PROMETHEUS_EDGES
 from queuectl.worker import record_outcome
 

@@ -12,7 +12,7 @@ import pytest
 
 from queuectl.errors import Conflict, NotFound, StoreError
 from queuectl.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, NewJob
-from queuectl.repository import SCHEMA_VERSION, Store
+from queuectl.store.sqlite import SCHEMA_VERSION, SqliteStore as Store
 
 NOW = 1_700_000_000.0
 W1, W2 = "worker-1", "worker-2"
@@ -84,7 +84,7 @@ def test_reopening_keeps_jobs_and_schema(store, db_path):
 def test_a_version_1_database_is_migrated_forward_keeping_its_jobs(db_path):
     import sqlite3
 
-    from queuectl.repository import MIGRATIONS, _statements
+    from queuectl.store.sqlite import MIGRATIONS, _statements
 
     old = sqlite3.connect(db_path, isolation_level=None)
     old.execute("PRAGMA journal_mode = WAL")

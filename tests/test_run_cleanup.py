@@ -21,7 +21,7 @@ from conftest import Pools, job_state, query, run_cli, wait_until
 from queuectl import executor
 from queuectl.home import QueueHome
 from queuectl.models import NewJob
-from queuectl.repository import Store
+from queuectl.store.sqlite import SqliteStore as Store
 from queuectl.worker import Flags, Worker
 
 

@@ -9,7 +9,7 @@ import pytest
 from queuectl.deps import find_cycle
 from queuectl.errors import Conflict, NotFound
 from queuectl.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, NewJob
-from queuectl.repository import MIGRATIONS, SCHEMA_VERSION, Store, _statements
+from queuectl.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore as Store, _statements
 
 NOW = 1_700_000_000.0
 W1, W2 = "worker-1", "worker-2"

@@ -13,7 +13,7 @@ import time
 from conftest import job_state, run_cli, wait_until
 from queuectl.home import QueueHome
 from queuectl.models import NewJob
-from queuectl.repository import Store
+from queuectl.store.sqlite import SqliteStore as Store
 from queuectl.worker import Flags, Worker
 
 

@@ -24,7 +24,7 @@ class QueuectlGroup(click.Group):
     """The one error funnel: every failure becomes a single `Error:` line and its exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        from ..repository import DB_ERRORS
+        from ..store import DB_ERRORS
 
         try:
             code = super().main(args, prog_name or "queuectl", complete_var, standalone_mode=False, **extra)
@@ -77,28 +77,29 @@ def _fail(text: str, code: int) -> int:
 class App:
     """What every command shares: the queue home, its settings and its store, opened lazily."""
 
-    def __init__(self, home_option: Optional[str]) -> None:
+    def __init__(self, home_option: Optional[str], db_option: Optional[str] = None) -> None:
+        from ..store import resolve_url
+
         self._root = resolve(home_option)
+        self._db_url = resolve_url(db_option, os.environ)
         self._home: Optional[QueueHome] = None
         self._store = None
 
     @property
     def home(self) -> QueueHome:
         if self._home is None:
-            self._home = QueueHome(self._root).ensure()
+            self._home = QueueHome(self._root, self._db_url).ensure()
         return self._home
 
     @property
     def home_as_is(self) -> QueueHome:
         """The queue home, not created if it is missing: for commands that only look."""
-        return QueueHome(self._root)
+        return QueueHome(self._root, self._db_url)
 
     @property
     def store(self):
         if self._store is None:
-            from ..repository import Store
-
-            self._store = Store.open(self.home.db_path)
+            self._store = self.home.open_store()
         return self._store
 
     def close_store_after(self, use) -> None:
@@ -111,7 +112,11 @@ class App:
                 self._store = None
 
     def settings(self) -> dict:
-        return config.load(self.home.config_path)
+        return config.load(self.settings_source())
+
+    def settings_source(self):
+        """Where `config` reads and writes: config.json, or the shared database."""
+        return self.home.settings(lambda: self.store)
 
     def resolve_ids(self, tokens: tuple) -> list:
         """Full ids, each once (`delete job1 job` names one job)."""
@@ -138,9 +143,11 @@ def confirm(question: str, yes: bool) -> None:
 
 @click.group(cls=QueuectlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", metavar="DIR", help="Queue home (default: $QUEUECTL_HOME, else ~/.queuectl).")
+@click.option("--db", metavar="URL", help="A shared PostgreSQL database, postgresql://user@host:port/dbname"
+              " (default: $QUEUECTL_DB, else the home's SQLite file).")
 @click.version_option(package_name="queuectl", prog_name="queuectl")
 @click.pass_context
-def cli(ctx: click.Context, home: Optional[str]) -> None:
+def cli(ctx: click.Context, home: Optional[str], db: Optional[str]) -> None:
     """A local background job queue for shell commands.
 
     \b
@@ -149,7 +156,7 @@ def cli(ctx: click.Context, home: Optional[str]) -> None:
       queuectl worker start --count 2 --detach
       queuectl status
     """
-    ctx.obj = App(home)
+    ctx.obj = App(home, db)
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ import click
 from .. import render
 from ..errors import BadInput
 from ..models import DEAD
-from ..timeutil import now
 from . import DEFAULT_PAGE, MAX_PAGE, App, cli, confirm, json_option, pass_app, yes_option
 from .jobs import remove_logs, report_moved
 
@@ -58,7 +57,7 @@ def dlq_retry(app: App, job_ids: tuple, every: bool) -> None:
     if every == bool(job_ids):
         raise BadInput("give job ids or --all (not both)")
     ids = None if every else app.resolve_ids(job_ids)
-    moved = app.store.requeue_dead(ids, now())
+    moved = app.store.requeue_dead(ids, app.store.clock())
     report_moved(len(moved) if ids is None else len(ids), moved)
 
 
@@ -72,7 +71,7 @@ def dlq_purge(app: App, yes: bool) -> None:
     Example:
       queuectl dlq purge --yes
     """
-    cutoff = None if yes else now()  # the question names a count: delete no more than it
+    cutoff = None if yes else app.store.clock()  # the question names a count: delete no more than it
     count = 0 if yes else app.store.count_finished(DEAD, cutoff)
     if count:
         confirm(f"Delete {render.plural(count, 'dead job')}?", yes)

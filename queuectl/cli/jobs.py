@@ -10,7 +10,7 @@ import click
 from .. import jobspec, render
 from ..errors import BadInput, Conflict, QueuectlError
 from ..models import COMPLETED, FAILED, FINISHED, PENDING, PROCESSING, STATES
-from ..timeutil import human_seconds, now, parse_duration
+from ..timeutil import human_seconds, parse_duration
 from . import DEFAULT_PAGE, MAX_PAGE, App, cli, confirm, json_option, pass_app, yes_option
 
 # Progress bars (stderr, a terminal only) start at these sizes: below them the work is quick.
@@ -73,7 +73,7 @@ def enqueue(app: App, job, job_id, queue, after, command, command_file, job_file
     settings = app.settings()
     flags = {"id": job_id, "queue": queue, "after": list(after) or None, "max_retries": max_retries,
              "priority": priority, "delay": delay, "run_at": run_at, "timeout": timeout, "cwd": cwd}
-    defaults = jobspec.Defaults(settings["max_retries"], settings["timeout_seconds"], os.getcwd(), now())
+    defaults = jobspec.Defaults(settings["max_retries"], settings["timeout_seconds"], os.getcwd(), app.store.clock())
     jobs = jobspec.collect(job, job_file, many_file, command, command_file, flags, defaults, lines_file)
     with render.progress(len(jobs), ENQUEUE_PROGRESS_MIN, "enqueued") as update:
         inserted = app.store.insert(jobs, defaults.now, if_absent=if_absent, progress=update)
@@ -280,7 +280,7 @@ def requeue(app: App, job_ids: tuple) -> None:
       queuectl requeue build
     """
     ids = app.resolve_ids(job_ids)
-    report_moved(len(ids), app.store.requeue(ids, now()))
+    report_moved(len(ids), app.store.requeue(ids, app.store.clock()))
 
 
 def report_moved(given: int, moved: list) -> None:
@@ -301,10 +301,10 @@ def purge(app: App, state: str, older_than: Optional[str], yes: bool) -> None:
     Example:
       queuectl purge --state completed --older-than 7d --yes
     """
-    cutoff = None if older_than is None else now() - parse_duration(older_than, "--older-than")
+    cutoff = None if older_than is None else app.store.clock() - parse_duration(older_than, "--older-than")
     if not yes:
         # The question names a count, so delete no more than it: only what had finished by now.
-        cutoff = now() if cutoff is None else cutoff
+        cutoff = app.store.clock() if cutoff is None else cutoff
         count = app.store.count_finished(state, cutoff)
         age = f" older than {older_than}" if older_than else ""
         if count:
@@ -350,7 +350,7 @@ def cancel(app: App, job_ids: tuple, timeout: str) -> None:
 
     limit = parse_duration(timeout, "--timeout")
     ids = app.resolve_ids(job_ids)
-    running = app.store.cancel(ids, now())
+    running = app.store.cancel(ids, app.store.clock())
     states = wait_while_processing(app.store, running, limit) if running else {}
     _refuse_unstopped(ids, running, states, limit)
     click.echo(f"Cancelled {render.plural(len(ids), 'job')}")

@@ -8,7 +8,6 @@ import click
 from .. import render
 from ..errors import BadInput, QueuectlError
 from ..jobspec import validate_queue
-from ..timeutil import now
 from . import App, cli, json_option, pass_app
 from .queues import pauses_line
 
@@ -59,10 +58,9 @@ def check(app: App, as_json: bool) -> None:
     Example:
       queuectl check --json
     """
-    from .. import config, health
+    from .. import health
 
-    home = app.home_as_is
-    report = health.check(home, config.load(home.config_path)["lease_seconds"])
+    report = health.check(app.home_as_is)
     if as_json:
         render.emit_json(report.to_dict())
     else:
@@ -101,7 +99,7 @@ def stats(app: App, since: str, queue: Optional[str], as_json: bool) -> None:
     from ..figures import stats_data, window_start
     from ..pidfile import live_workers
 
-    moment = now()
+    moment = app.store.clock()
     queue = None if queue is None else validate_queue(queue)
     start = window_start(since, moment)
     workers = live_workers(app.store, app.settings()["lease_seconds"], app.home.root)
@@ -151,7 +149,7 @@ def metrics(app: App, output: Optional[str]) -> None:
     from ..pidfile import live_workers
 
     workers = live_workers(app.store, app.settings()["lease_seconds"], app.home.root)
-    text = metrics_text(app.store, workers, now())
+    text = metrics_text(app.store, workers, app.store.clock())
     if output is None:
         click.echo(text, nl=False)
     else:

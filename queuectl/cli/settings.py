@@ -51,7 +51,7 @@ def config_set(app: App, key: str, value: str) -> None:
     Example:
       queuectl config set max_retries 5
     """
-    name, stored = config.set_value(app.home.config_path, key, value)
+    name, stored = config.set_value(app.settings_source(), key, value)
     click.echo(f"{name} = {config.format_value(stored)}")
 
 
@@ -65,5 +65,5 @@ def config_reset(app: App, key: Optional[str]) -> None:
     Example:
       queuectl config reset backoff_base
     """
-    names = config.reset(app.home.config_path, key)
+    names = config.reset(app.settings_source(), key)
     click.echo(f"Reset {', '.join(names)} to the default")

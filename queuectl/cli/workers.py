@@ -90,7 +90,7 @@ def worker_stop(app: App, force: bool, no_wait: bool, timeout: Optional[str], po
     limit = None if timeout is None else parse_duration(timeout, "timeout")
     if pool_id is not None and not POOL_ID.fullmatch(pool_id):
         raise BadInput(f"invalid pool id {pool_id!r}: 6 hex digits, as `queuectl worker status` shows")
-    from ..repository import DB_ERRORS
+    from ..store import DB_ERRORS
 
     home = app.home  # a home that cannot be used is an error, not a note
     try:

@@ -18,8 +18,8 @@ from typing import Iterator, NamedTuple, Optional
 from .. import config, jobspec
 from ..home import QueueHome
 from ..models import COMPLETED, DEAD, FAILED_RUNS, FINISHED, STATES
-from ..repository import DB_ERRORS, Store
-from ..timeutil import iso, now
+from ..store import DB_ERRORS
+from ..timeutil import iso
 
 __all__ = ["ApiError", "DB_ERRORS"]  # DB_ERRORS: for the server, which does not import sqlite3
 
@@ -39,7 +39,7 @@ class ApiError(Exception):
 
 @contextmanager
 def opened(home: QueueHome) -> Iterator:
-    store = Store.open(home.db_path)
+    store = home.open_store()
     try:
         yield store
     finally:
@@ -109,10 +109,10 @@ def stats(home: QueueHome, query: dict) -> dict:
     """What `stats --json` gives, for `?since=` (default 1h) and `?queue=`."""
     from ..figures import stats_data, window_start
 
-    moment = now()
-    start = window_start(query.get("since") or "1h", moment, "since")
     queue = _queue(query.get("queue", ""))
     with opened(home) as store:
+        moment = store.clock()
+        start = window_start(query.get("since") or "1h", moment, "since")
         jobs = None if queue is None else queue_counts(home, store).get(queue, dict.fromkeys(STATES, 0))
         return stats_data(store, _live_workers(home, store), start, moment, queue, jobs)
 
@@ -121,8 +121,8 @@ def runs_per_minute(home: QueueHome, query: dict) -> dict:
     """The chart's data: the runs that ended in each of the last 60 minutes (`?queue=`), as
     `succeeded` (completed) and `failed` (failed, timeout, lost), oldest minute first."""
     queue = _queue(query.get("queue", ""))
-    moment = now()
     with opened(home) as store:
+        moment = store.clock()
         rows = store.runs_per_minute(moment, 60, queue)
     last = int(moment // 60)
     minutes = {minute: {"minute": iso(minute * 60), "succeeded": 0, "failed": 0} for minute in range(last - 59, last + 1)}
@@ -139,7 +139,7 @@ def metrics(home: QueueHome) -> str:
     from ..figures import metrics_text
 
     with opened(home) as store:
-        return metrics_text(store, _live_workers(home, store), now(), queue_counts(home, store))
+        return metrics_text(store, _live_workers(home, store), store.clock(), queue_counts(home, store))
 
 
 def log(home: QueueHome, token: str, query: dict) -> dict:
@@ -159,7 +159,7 @@ class _Counted(NamedTuple):
     counts: dict
 
 
-_counted: dict = {}  # database path -> _Counted
+_counted: dict = {}  # database (path or URL) -> _Counted
 _counting = threading.Lock()
 COST_SHARE = 50  # per-queue counts are recounted at most once per 50 times what counting costs
 
@@ -170,30 +170,15 @@ def queue_counts(home: QueueHome, store) -> dict:
     after a change they are recounted, but at most once per COST_SHARE times what the last
     count cost: a watching browser spends at most 2 % of a core on them, and with fewer jobs
     they are fresh at every refresh (a thousand jobs: a count every 50 ms at most)."""
-    stamp = _files_stamp(home.db_path)  # before counting: a commit during the count is seen next time
+    stamp = store.change_stamp()  # before counting: a commit during the count is seen next time
     with _counting:  # one count at a time; the others wait for it and share it
-        kept = _counted.get(home.db_path)
+        kept = _counted.get(home.database)
         if kept is not None and (kept.stamp == stamp or time.monotonic() < kept.at + COST_SHARE * kept.cost):
             return kept.counts
         started = time.monotonic()
         counts = {info.name: info.counts for info in store.queues()}
-        _counted[home.db_path] = _Counted(stamp, started, time.monotonic() - started, counts)
+        _counted[home.database] = _Counted(stamp, started, time.monotonic() - started, counts)
         return counts
-
-
-def _files_stamp(path: str) -> tuple:
-    """Changes whenever a transaction commits (WAL mode: it writes to the -wal file). An empty
-    -wal counts as none: every connection, a reader's too, creates one, and the last to close
-    removes it."""
-    stamp = []
-    for name in (path, path + "-wal"):
-        try:
-            found = os.stat(name)
-        except FileNotFoundError:
-            stamp.append(None)
-        else:
-            stamp.append((found.st_mtime_ns, found.st_size, found.st_ino) if found.st_size else None)
-    return tuple(stamp)
 
 
 def read_log(path: str, start: Optional[int]) -> tuple:
@@ -230,7 +215,7 @@ def retry(home: QueueHome, token: str) -> dict:
     """`dlq retry ID`: a dead job back to pending, attempts 0, to run now."""
     with opened(home) as store:
         job_id = store.resolve(jobspec.validate_id(token))
-        store.requeue_dead([job_id], now())
+        store.requeue_dead([job_id], store.clock())
         return store.get(job_id).to_dict()
 
 
@@ -250,7 +235,7 @@ def requeue(home: QueueHome, token: str) -> dict:
     """`requeue ID`: a completed or dead job back to pending, attempts 0, to run now."""
     with opened(home) as store:
         job_id = store.resolve(jobspec.validate_id(token))
-        store.requeue([job_id], now())
+        store.requeue([job_id], store.clock())
         return store.get(job_id).to_dict()
 
 
@@ -259,7 +244,7 @@ def cancel(home: QueueHome, token: str) -> dict:
     asked to stop it (`stopping`), which it does within a second or so."""
     with opened(home) as store:
         job_id = store.resolve(jobspec.validate_id(token))
-        running = store.cancel([job_id], now())
+        running = store.cancel([job_id], store.clock())
         return {**store.get(job_id).to_dict(), "stopping": bool(running)}
 
 
@@ -290,7 +275,7 @@ def limit(home: QueueHome, name: str, query: dict) -> dict:
 def _live_workers(home: QueueHome, store) -> list:
     from ..pidfile import live_workers
 
-    lease = config.load(home.config_path)["lease_seconds"]
+    lease = config.load(home.settings(lambda: store))["lease_seconds"]
     return [w.to_dict() for w in live_workers(store, lease, home.root)]
 
 

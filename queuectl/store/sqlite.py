@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from itertools import chain
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
-from .errors import Conflict, DatabaseDamaged, NotFound, StoreError
-from .home import create_private
-from . import stats
-from .models import (CANCELLED, COMPLETED, DEAD, FAILED, FAILED_RUNS, FINISHED, PENDING, PROCESSING, STATES,
+from ..errors import Conflict, DatabaseDamaged, NotFound, StoreError
+from ..home import create_private
+from .. import stats
+from ..models import (CANCELLED, COMPLETED, DEAD, FAILED, FAILED_RUNS, FINISHED, PENDING, PROCESSING, STATES,
                      Job, QueueInfo, Run, WorkerInfo)
 
 # Callers catch these to report a database failure with its path, without importing sqlite3.
@@ -329,7 +329,7 @@ def _open_error(path: str, exc: sqlite3.Error) -> StoreError:
     return StoreError(f"cannot open database {path}: {exc}")
 
 
-class Store:
+class SqliteStore:
     """A queue's database. Open one per process (never share across fork)."""
 
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
@@ -341,7 +341,7 @@ class Store:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str, durable: bool = True) -> "Store":
+    def open(cls, path: str, durable: bool = True) -> "SqliteStore":
         """Open (creating it 0600 if needed) and migrate the database at `path`.
 
         `durable=False` is for workers: a commit lost to power failure then only means a job
@@ -379,7 +379,7 @@ class Store:
         self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
 
     @classmethod
-    def open_readonly(cls, path: str) -> "Store":
+    def open_readonly(cls, path: str) -> "SqliteStore":
         """Open an existing database to look at it only: never created, migrated or written."""
         from urllib.parse import quote
 
@@ -677,6 +677,28 @@ class Store:
     def data_version(self) -> int:
         """Changes whenever another connection commits: a cheap 'anything new?' for idle loops."""
         return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def work_version(self) -> int:
+        """Changes when new work may be due (here: at any commit); idle workers watch it."""
+        return self.data_version()
+
+    def change_stamp(self) -> tuple:
+        """Changes whenever a transaction commits, comparable across connections (WAL mode: a
+        commit writes to the -wal file). An empty -wal counts as none: every connection, a
+        reader's too, creates one, and the last to close removes it."""
+        stamp = []
+        for name in (self.path, self.path + "-wal"):
+            try:
+                found = os.stat(name)
+            except FileNotFoundError:
+                stamp.append(None)
+            else:
+                stamp.append((found.st_mtime_ns, found.st_size, found.st_ino) if found.st_size else None)
+        return tuple(stamp)
+
+    def clock(self) -> float:
+        """Now, by the clock every host of the queue agrees on: this machine's, for a file."""
+        return time.time()
 
     # -- what is due -------------------------------------------------------------------------
 
@@ -1284,9 +1306,9 @@ def _page_order(state: Optional[str], prefix: str) -> tuple:
 
 # Every public method, including those added later: a damaged page can surface in any query,
 # and a caller must be able to tell it from a busy or full database without importing sqlite3.
-for _name, _method in list(vars(Store).items()):
+for _name, _method in list(vars(SqliteStore).items()):
     if isinstance(_method, types.FunctionType) and not _name.startswith("_"):
-        setattr(Store, _name, _reporting_damage(_method))
+        setattr(SqliteStore, _name, _reporting_damage(_method))
 
 
 _INSERT_COLUMNS = "(id, command, state, max_retries, priority, timeout, run_at, cwd, created_at, updated_at, queue)"
