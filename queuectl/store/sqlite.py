@@ -16,6 +16,9 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 from ..errors import Conflict, DatabaseDamaged, NotFound, StoreError
 from ..home import create_private
+from .common import (ALL_QUEUES, COMMAND_CHARS, RETENTION_MINUTES, TOTAL_HOUR, WHOLE_HOUR, claim_scope,
+                     command_hash, dependency_dead, new_job_ids, pauses_of, paused_map, refuse_repeats,
+                     minute_range, window_bounds)
 from .. import stats
 from ..models import (CANCELLED, COMPLETED, DEAD, FAILED, FAILED_RUNS, FINISHED, PENDING, PROCESSING, STATES,
                      Job, QueueInfo, Run, WorkerInfo)
@@ -33,7 +36,6 @@ JOB_COLUMNS = (
 )
 WAITING = ("pending", "failed")
 _NOT_CANCELLED = " AND cancel_requested IS NULL"
-ALL_QUEUES = "*"  # the queues row of `pause` with no name: not a valid queue name, so no clash
 
 
 class _ClaimSql(NamedTuple):
@@ -299,20 +301,6 @@ MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5, _SCHEM
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def dependency_dead(job_id: str) -> str:
-    """The last_error of a job that died because `job_id`, which it waits for, is dead."""
-    return f"dependency {job_id} is dead"
-
-
-def new_job_ids(count: int) -> list:
-    """`count` ids of 16 random hex digits: collisions stay negligible at millions of jobs, and
-    any unique prefix works. One urandom call for all (a call per id was 5% of bulk enqueue)."""
-    digits = os.urandom(8 * count).hex()
-    # Sorted, so a batch's ids go into the id index in order: random order made inserting 100k
-    # jobs a third slower (a random B-tree page touched per row). They are no less random.
-    return sorted(digits[start:start + 16] for start in range(0, 16 * count, 16))
-
-
 def is_damage(exc: BaseException) -> bool:
     """True when SQLite says the file is corrupt or not a database: no retry can help."""
     if not isinstance(exc, sqlite3.DatabaseError):
@@ -467,7 +455,7 @@ class SqliteStore:
         fresh = iter(new_job_ids(len(jobs) - len(given)))
         ids = [job.id or next(fresh) for job in jobs]
         if not if_absent and len(set(given)) < len(given):
-            _refuse_repeats(given)
+            refuse_repeats(given)
         rows = [
             (job_id, j.command, PENDING, j.max_retries, j.priority, j.timeout, j.run_at, j.cwd, now, now, j.queue)
             for job_id, j in zip(ids, jobs)
@@ -747,19 +735,8 @@ class SqliteStore:
         """The queues a claim may take from: None for every queue (the fast path: nothing
         paused or full, every queue served), else the served queues not paused and not full
         (full ones kept when `skip_full` is false)."""
-        rows = self._conn.execute(_SETTINGS).fetchall()
-        if not rows and queues is None:
-            return None
-        paused = {name: flag for name, _, flag, _ in rows if flag}
-        every = paused.pop(ALL_QUEUES, 0) == 1
-        full = {name for name, limit, _, running in rows if skip_full and limit and running >= limit}
-        if queues is None and not every and 1 not in paused.values() and not full:
-            return None
-        candidates = queues if queues is not None else [
-            row[0] for row in self._conn.execute("SELECT name FROM queues WHERE name <> ?", (ALL_QUEUES,))]
-        eligible = [q for q in candidates if q not in full
-                    and paused.get(q, 0) != 1 and not (every and paused.get(q, 0) != -1)]
-        return None if queues is None and len(eligible) == len(candidates) else eligible
+        return claim_scope(self._conn.execute(_SETTINGS).fetchall(), queues, skip_full, lambda: [
+            row[0] for row in self._conn.execute("SELECT name FROM queues WHERE name <> ?", (ALL_QUEUES,))])
 
     def _running(self, queue: str) -> int:
         return self._conn.execute(_RUNNING_IN, (queue,)).fetchone()[0]
@@ -823,10 +800,7 @@ class SqliteStore:
     def pauses(self) -> dict:
         """What is paused: `all` (a pause of every queue), `queues` paused by name, and
         `resumed`, the queues that run despite a pause of every queue."""
-        rows = dict(self._conn.execute("SELECT name, paused FROM queues WHERE paused <> 0 ORDER BY name"))
-        every = rows.pop(ALL_QUEUES, 0) == 1
-        return {"all": every, "queues": [q for q, flag in rows.items() if flag == 1],
-                "resumed": [q for q, flag in rows.items() if flag == -1 and every]}
+        return pauses_of(dict(self._conn.execute("SELECT name, paused FROM queues WHERE paused <> 0")))
 
     def queues(self) -> list:
         """Every queue that has jobs or settings, by name (counting its jobs reads them all)."""
@@ -1157,7 +1131,7 @@ class SqliteStore:
                 params.update(hour=hour, slot=slot)
                 conn.execute(_COUNT_UPSERT, params)
             if run.outcome in FAILED_RUNS:
-                params.update(hash=_command_hash(job.command), command=job.command[:COMMAND_CHARS])
+                params.update(hash=command_hash(job.command), command=job.command[:COMMAND_CHARS])
                 for slot in (minute % 60, WHOLE_HOUR):
                     params.update(hour=minute // 60, slot=slot)
                     conn.execute(_FAILURE_UPSERT, params)
@@ -1222,9 +1196,7 @@ class SqliteStore:
     def paused_queues(self) -> dict:
         """{queue: paused?} for every queue with jobs or settings (its `queues` row): cheap,
         whatever the number of jobs."""
-        rows = dict(self._conn.execute("SELECT name, paused FROM queues"))
-        every = rows.pop(ALL_QUEUES, 0) == 1
-        return {name: flag == 1 or (every and flag != -1) for name, flag in sorted(rows.items())}
+        return paused_map(dict(self._conn.execute("SELECT name, paused FROM queues")))
 
     def queue_limits(self) -> dict:
         """{queue: its limit} of the queues that have one: cheap, whatever the number of jobs."""
@@ -1234,15 +1206,12 @@ class SqliteStore:
     def runs_per_minute(self, now: float, minutes: int = 60, queue: Optional[str] = None) -> list:
         """[(minute, outcome, runs)] for the runs that ended in the last `minutes` minutes (the
         one of `now` included), `minute` being epoch seconds / 60: one range of the minute rows."""
-        last = int(now // 60)
-        first = last - min(max(minutes, 1), 60) + 1
         only = " AND queue = :queue" if queue is not None else ""
         rows = self._conn.execute(
             "SELECT hour, minute, outcome, sum(runs) FROM run_counts"
             " WHERE (hour, minute) >= (:hour0, :minute0) AND (hour, minute) <= (:hour1, :minute1)"
             f" AND minute < 60{only} GROUP BY hour, minute, outcome",
-            {"hour0": first // 60, "minute0": first % 60, "hour1": last // 60, "minute1": last % 60,
-             "queue": queue})
+            {**minute_range(now, minutes), "queue": queue})
         return [(hour * 60 + minute, outcome, runs) for hour, minute, outcome, runs in rows]
 
     # -- workers ---------------------------------------------------------------------------
@@ -1343,16 +1312,12 @@ def _telling(params: Iterator, rows_each: int, progress: Callable[[int], None]) 
         progress(number % 100 * rows_each)
 
 
-RETENTION_MINUTES = 31 * 24 * 60  # how long per-minute and per-hour aggregates are kept: `stats --since` at most
-COMMAND_CHARS = 500  # of a failing command, kept for `stats`
 _RUN_INSERT = (
     "INSERT INTO runs (job_seq, queue, attempt, worker, host, started_at, ended_at, outcome,"
     " exit_code, error, output_tail) VALUES (:seq, :queue, :attempt, :worker,"
     " coalesce(:host, (SELECT host FROM workers WHERE worker_id = :worker)),"
     " :started, :ended, :outcome, :exit_code, :error, :tail)"
 )
-WHOLE_HOUR = 60  # run_counts.minute of an hour's row
-TOTAL_HOUR = 1 << 62  # run_counts.hour of the totals: after every real hour, never dropped
 _COUNT_UPSERT = (
     "INSERT INTO run_counts (hour, minute, queue, outcome, runs, duration_sum, duration_max, wait_max,"
     " durations, waits) VALUES (:hour, :slot, :queue, :outcome, 1, :duration, :duration, :wait,"
@@ -1374,31 +1339,11 @@ def _window(table: str, columns: str, since: float, queue: Optional[str]) -> tup
     """The aggregate rows of a window from the minute of `since` on: its first, partial hour
     in minutes, every later hour in hours (at most 59 + 744 rows for 31 days). Returns
     (a SELECT of `columns`, its parameters)."""
-    first = int(since // 60)
     only = " AND queue = :queue" if queue is not None else ""
     sql = (f"SELECT {columns} FROM {table} WHERE hour = :partial AND minute >= :minute AND minute < 60{only}"
            f" UNION ALL SELECT {columns} FROM {table} WHERE minute = 60 AND hour >= :whole"
            f" AND hour < {TOTAL_HOUR}{only}")
-    partial = first // 60
-    # An hour that starts on the window's first minute is whole; else its minutes are read.
-    whole = partial if first % 60 == 0 else partial + 1
-    return sql, {"partial": partial, "minute": first % 60 if first % 60 else 60, "whole": whole, "queue": queue}
-
-
-def _command_hash(command: str) -> int:
-    """A stable 64-bit hash (Python's hash() differs between processes)."""
-    import hashlib
-
-    digest = hashlib.blake2b(command.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def _refuse_repeats(ids: list) -> None:
-    seen: set = set()
-    for job_id in ids:
-        if job_id in seen:
-            raise Conflict(f"job id {job_id} appears twice; nothing was enqueued")
-        seen.add(job_id)
+    return sql, {**window_bounds(since), "queue": queue}
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
