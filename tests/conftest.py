@@ -1,5 +1,12 @@
 """Shared fixtures: a temporary queue home, the real CLI (in-process and as a subprocess),
-polling with a deadline, and worker pools that are always stopped."""
+polling with a deadline, and worker pools that are always stopped.
+
+The backend: a test module that sets `pytestmark = pytest.mark.both_backends` runs each of its
+tests that use a queue home (`home`, `db_path`, `store`, `cli`, `pools`...) twice, on SQLite
+(id `sqlite`) and on PostgreSQL (id `pg`, a fresh schema per test, see pg.py); a test marked
+`sqlite_only` runs once, on SQLite; `postgres_only` tests run on PostgreSQL only. A home's
+database URL is kept in `DB_URLS`, so `run_cli(home, ...)`, `Cli`, `Pools`, `query` and
+`open_home_store` reach the right database from the home's path alone."""
 from __future__ import annotations
 
 import json
@@ -13,7 +20,135 @@ import time
 import pytest
 from click.testing import CliRunner
 
+import pg
 from queuectl.cli import cli as cli_group
+
+# The tests choose each home's database themselves: never one from the caller's environment.
+os.environ.pop("QUEUECTL_DB", None)
+
+BACKENDS = ["sqlite", "postgres"]
+BACKEND_IDS = {"sqlite": "sqlite", "postgres": "pg"}
+DB_URLS: dict = {}  # queue home path -> the PostgreSQL URL of its database (absent: its SQLite file)
+_SERVER = pg.ServerChoice()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_backends: run the module's home-using tests on SQLite and PostgreSQL")
+    config.addinivalue_line("markers", "sqlite_only: SQLite-specific (files, PRAGMA, migrations): SQLite only")
+    config.addinivalue_line("markers", "postgres_only: run on PostgreSQL only")
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" not in metafunc.fixturenames:
+        return
+    node = metafunc.definition
+    if node.get_closest_marker("sqlite_only"):
+        return
+    if node.get_closest_marker("postgres_only"):
+        chosen = ["postgres"]
+    elif node.get_closest_marker("both_backends"):
+        chosen = BACKENDS
+    else:
+        return
+    metafunc.parametrize("backend", chosen, indirect=True, ids=[BACKEND_IDS[b] for b in chosen])
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _close_query_connections()
+    _SERVER.close()
+
+
+def _unavailable(reason: str):
+    if pg.IN_CI:
+        pytest.fail(f"PostgreSQL tests must run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def postgres_store_missing() -> str:
+    """Why the product cannot open a PostgreSQL store here, or ''."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install -e '.[test]')"
+    try:
+        from queuectl.store.postgres import PostgresStore  # noqa: F401
+    except Exception as exc:  # missing module or broken import
+        return f"PostgreSQL store not available: {type(exc).__name__}: {exc}"
+    return ""
+
+
+def pg_base_url() -> str:
+    """The test server's URL (no schema), or skip (fail in CI) saying why there is none."""
+    try:
+        return _SERVER.url()
+    except pg.Unavailable as exc:
+        _unavailable(str(exc))
+
+
+def private_pg_server() -> "pg.PrivateServer":
+    """This session's own server (started on first use), for tests that restart it."""
+    try:
+        return _SERVER.private_server()
+    except pg.Unavailable as exc:
+        _unavailable(f"no private PostgreSQL server: {exc}")
+
+
+@pytest.fixture
+def backend(request):
+    """"sqlite" or "postgres" (see the module docstring)."""
+    chosen = getattr(request, "param", "sqlite")
+    if chosen == "postgres":
+        missing = postgres_store_missing()
+        if missing:
+            _unavailable(missing)
+        pg_base_url()
+    return chosen
+
+
+@pytest.fixture
+def pg_url(backend):
+    """For a PostgreSQL test: a URL whose connections use a fresh schema, dropped after the test;
+    None on SQLite."""
+    if backend != "postgres":
+        yield None
+        return
+    base = pg_base_url()
+    schema = pg.create_schema(base)
+    url = pg.with_schema(base, schema)
+    try:
+        yield url
+    finally:
+        _close_query_connections(url)
+        pg.drop_schema(base, schema)
+
+
+def schema_url(base: str) -> tuple:
+    """(url, schema) on `base` with a fresh schema; the caller drops it with pg.drop_schema."""
+    schema = pg.create_schema(base)
+    return pg.with_schema(base, schema), schema
+
+
+def db_url(home: str):
+    """The PostgreSQL URL of `home`'s database, None for its SQLite file."""
+    return DB_URLS.get(os.path.abspath(home))
+
+
+def cli_env(home: str, env: dict | None = None) -> dict:
+    """The environment of a `queuectl` subprocess for `home` ($QUEUECTL_DB: never in argv)."""
+    full = {**os.environ}
+    full.pop("QUEUECTL_DB", None)
+    url = db_url(home)
+    if url is not None:
+        full["QUEUECTL_DB"] = url
+    full.update(env or {})
+    return full
+
+
+def open_home_store(home: str, durable: bool = True):
+    """The store of `home`'s queue (created if needed), on whichever backend the home uses."""
+    from queuectl.home import QueueHome
+
+    return QueueHome(home, db_url(home)).ensure().open_store(durable)
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):
@@ -29,8 +164,12 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: s
 
 
 @pytest.fixture
-def home(tmp_path):
-    return str(tmp_path / "qhome")
+def home(tmp_path, pg_url):
+    path = str(tmp_path / "qhome")
+    if pg_url is not None:
+        DB_URLS[os.path.abspath(path)] = pg_url
+    yield path
+    DB_URLS.pop(os.path.abspath(path), None)
 
 
 @pytest.fixture
@@ -41,11 +180,11 @@ def db_path(home):
 
 
 @pytest.fixture
-def store(db_path):
+def store(db_path, pg_url):
     """A store opened on a fresh queue home's database, closed after the test."""
-    from queuectl.store.sqlite import SqliteStore as Store
+    from queuectl.store import open_store
 
-    opened = Store.open(db_path)
+    opened = open_store(db_path, pg_url)
     yield opened
     opened.close()
 
@@ -65,7 +204,9 @@ class Cli:
         self.runner = CliRunner()
 
     def __call__(self, *args: str, input: str | None = None):
-        return self.runner.invoke(cli_group, ["--home", self.home, *args], input=input)
+        url = db_url(self.home)
+        chosen = ["--db", url] if url is not None else []
+        return self.runner.invoke(cli_group, ["--home", self.home, *chosen, *args], input=input)
 
     def json(self, *args: str):
         result = self(*args, "--json")
@@ -80,11 +221,12 @@ def cli(home):
 
 def run_cli(home: str, *args: str, input: str | None = None, timeout: float = 60, cwd: str | None = None,
             env: dict | None = None) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it: a separate process."""
+    """The CLI as a user runs it: a separate process (its database, if not the home's file, in
+    $QUEUECTL_DB)."""
     return subprocess.run(
         [sys.executable, "-m", "queuectl", "--home", home, *args],
         input=input, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env=cli_env(home, env),
     )
 
 
@@ -121,8 +263,32 @@ def pools(home):
     manager.cleanup()
 
 
+_QUERY_CONNECTIONS: dict = {}  # PostgreSQL URL -> an open autocommit connection, for polling
+
+
+def _close_query_connections(url: str | None = None) -> None:
+    for key in [url] if url is not None else list(_QUERY_CONNECTIONS):
+        conn = _QUERY_CONNECTIONS.pop(key, None)
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
 def query(home: str, sql: str, params: tuple = ()) -> list:
-    """A read straight from the database (fast enough to poll every few milliseconds)."""
+    """A read straight from the database (fast enough to poll every few milliseconds). On
+    PostgreSQL the SQL's `?` placeholders become `%s`: portable SQL works on both."""
+    url = db_url(home)
+    if url is not None:
+        conn = _QUERY_CONNECTIONS.get(url)
+        if conn is None or conn.closed or conn.broken:
+            conn = _QUERY_CONNECTIONS[url] = pg.connect(url, timeout=10)
+        try:
+            return conn.execute(sql.replace("%", "%%").replace("?", "%s"), params).fetchall()
+        except Exception:
+            _close_query_connections(url)
+            raise
     conn = sqlite3.connect(os.path.join(home, "queue.db"), timeout=60, isolation_level=None)
     try:
         return conn.execute(sql, params).fetchall()

@@ -13,12 +13,14 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from conftest import run_cli
+from conftest import open_home_store, run_cli
 from queuectl import config
 from queuectl.cli import cli as cli_group
 from queuectl.home import QueueHome
 from queuectl.store.sqlite import SqliteStore as Store
 from queuectl.timeutil import parse_iso
+
+pytestmark = pytest.mark.both_backends  # see conftest: each test on SQLite and on PostgreSQL
 
 JOB_FIELDS = ["id", "command", "state", "attempts", "max_retries", "priority", "timeout", "run_at", "cwd",
               "created_at", "updated_at", "exit_code", "last_error", "queue", "after"]
@@ -75,7 +77,7 @@ def drive(home, outcomes: dict, at: float | None = None) -> None:
 
     Every due job is claimed; those not named are given back untouched. `at` is the time the
     outcome is recorded (to make old jobs)."""
-    store = Store.open(QueueHome(home).db_path)
+    store = open_home_store(home)
     try:
         others, left = [], dict(outcomes)
         while left:
@@ -112,6 +114,7 @@ def seconds_between(job, later, earlier):
 
 # -- the queue home ------------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only
 def test_home_and_files_are_private(cli, home):
     old = os.umask(0)  # the modes must not depend on the caller's umask
     try:
@@ -132,6 +135,7 @@ def test_home_and_files_are_private(cli, home):
     assert all(mode == 0o600 for mode in modes.values()), modes
 
 
+@pytest.mark.sqlite_only
 def test_home_from_the_environment_then_the_user_home(tmp_path, home, monkeypatch):
     runner = CliRunner()
     monkeypatch.chdir(tmp_path)
@@ -148,6 +152,7 @@ def test_home_from_the_environment_then_the_user_home(tmp_path, home, monkeypatc
     assert sorted(os.listdir(tmp_path)) == ["other", "qhome", "user"]  # nothing in the current directory
 
 
+@pytest.mark.sqlite_only
 def test_corrupt_config_is_reported_with_its_path(cli, home):
     enqueue(cli, "--id", "a", "true")
     path = QueueHome(home).config_path
@@ -163,6 +168,7 @@ def test_corrupt_config_is_reported_with_its_path(cli, home):
 
 
 @pytest.mark.parametrize("args", [("status",), ("list",), ("show", "a"), ("enqueue", "true"), ("config", "get")])
+@pytest.mark.sqlite_only
 def test_a_database_that_is_not_sqlite_is_reported_with_its_path(cli, home, args):
     QueueHome(home).ensure()
     path = QueueHome(home).db_path
@@ -925,6 +931,7 @@ def test_usage_errors_exit_2_with_one_line(cli, args):
 
 
 @pytest.mark.parametrize("args", [(), ("dlq",), ("config",), ("worker",)])
+@pytest.mark.sqlite_only
 def test_a_group_alone_shows_its_help(home, args):
     argv = ["--home", home, *args] if args else []  # `queuectl --home DIR` alone: "Missing command"
     result = CliRunner().invoke(cli_group, argv, prog_name="queuectl")
