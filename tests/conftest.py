@@ -144,6 +144,16 @@ def cli_env(home: str, env: dict | None = None) -> dict:
     return full
 
 
+def store_sql(store, sql: str, params: tuple = ()) -> list:
+    """Rows of `sql` run on the store's own connection (to look under the interface); `?`
+    placeholders work on both backends."""
+    conn = store._conn
+    if isinstance(conn, sqlite3.Connection):
+        return conn.execute(sql, params).fetchall()
+    cursor = conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+    return cursor.fetchall() if cursor.description is not None else []
+
+
 def open_home_store(home: str, durable: bool = True):
     """The store of `home`'s queue (created if needed), on whichever backend the home uses."""
     from queuectl.home import QueueHome

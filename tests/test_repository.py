@@ -10,9 +10,12 @@ import stat
 
 import pytest
 
+from conftest import store_sql
 from queuectl.errors import Conflict, NotFound, StoreError
 from queuectl.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, NewJob
 from queuectl.store.sqlite import SCHEMA_VERSION, SqliteStore as Store
+
+pytestmark = pytest.mark.both_backends  # see conftest: each test on SQLite and on PostgreSQL
 
 NOW = 1_700_000_000.0
 W1, W2 = "worker-1", "worker-2"
@@ -52,7 +55,7 @@ def make(store, job_id, state, now=NOW, **fields):
 
 def rows_by_state(store):
     """The counts as the rows say, to check the maintained counts against."""
-    counted = dict(store._conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
+    counted = dict(store_sql(store, "SELECT state, count(*) FROM jobs GROUP BY state"))
     return {state: counted.get(state, 0) for state in STATES}
 
 
@@ -62,6 +65,7 @@ def ids(store, state=None):
 
 # -- opening -----------------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only
 def test_new_database_is_migrated_private_and_in_wal_mode(store, db_path):
     assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 1
     assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -69,6 +73,7 @@ def test_new_database_is_migrated_private_and_in_wal_mode(store, db_path):
     assert store.counts() == dict.fromkeys(STATES, 0)
 
 
+@pytest.mark.sqlite_only
 def test_reopening_keeps_jobs_and_schema(store, db_path):
     add(store, "a", "b")
     store.close()
@@ -81,6 +86,20 @@ def test_reopening_keeps_jobs_and_schema(store, db_path):
         again.close()
 
 
+def test_reopening_keeps_jobs(store, db_path, pg_url):
+    from queuectl.store import open_store
+
+    add(store, "a", "b")
+    store.close()
+    again = open_store(db_path, pg_url)
+    try:
+        assert ids(again) == ["b", "a"]
+        assert again.counts() == {**dict.fromkeys(STATES, 0), PENDING: 2}
+    finally:
+        again.close()
+
+
+@pytest.mark.sqlite_only
 def test_a_version_1_database_is_migrated_forward_keeping_its_jobs(db_path):
     import sqlite3
 
@@ -117,6 +136,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_jobs(db_path):
         store.close()
 
 
+@pytest.mark.sqlite_only
 def test_a_newer_schema_is_refused_with_the_path(store, db_path):
     store._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     store.close()
@@ -124,6 +144,7 @@ def test_a_newer_schema_is_refused_with_the_path(store, db_path):
         Store.open(db_path)
 
 
+@pytest.mark.sqlite_only
 def test_a_file_that_is_not_sqlite_is_refused_with_the_path(db_path):
     with open(db_path, "w") as handle:
         handle.write("this is not a database\n" * 100)
@@ -485,6 +506,7 @@ WAITING_INDEX = r"jobs_(pending|failed)"  # partial indexes on (priority, run_at
 
 
 @pytest.mark.parametrize("action", ["claim_next", "next_run_at"])
+@pytest.mark.sqlite_only
 def test_the_claim_walks_the_claim_indexes(busy_store, action):
     assert _index_on(busy_store, "priority", "run_at") in ("jobs_pending", "jobs_failed")
     run = {"claim_next": lambda: busy_store.claim_next(W1, NOW),
@@ -497,6 +519,7 @@ def test_the_claim_walks_the_claim_indexes(busy_store, action):
         _assert_uses_index(_plan(busy_store, sql), WAITING_INDEX)
 
 
+@pytest.mark.sqlite_only
 def test_the_claim_seeks_past_priorities_with_nothing_due(store):
     """Not-yet-due jobs at better priorities cost a seek per priority, not a row each."""
     for priority in range(-12, 0):  # more priorities than PRIORITY_STEPS: the fallback scan too
@@ -509,6 +532,7 @@ def test_the_claim_seeks_past_priorities_with_nothing_due(store):
 
 
 @pytest.mark.parametrize("state", [PENDING, FAILED, COMPLETED, DEAD, PROCESSING, None])
+@pytest.mark.sqlite_only
 def test_list_uses_an_index_for_its_order(busy_store, state):
     statements = _statements_of(busy_store, lambda: busy_store.list_jobs(state, 50))
     # Pending and failed: the claimable jobs, then (the page not full) the blocked ones.
@@ -522,6 +546,7 @@ def test_list_uses_an_index_for_its_order(busy_store, state):
         assert re.search(r"^SEARCH jobs USING (COVERING )?INDEX \w+ \(state=\?\)", steps, re.M), steps
 
 
+@pytest.mark.sqlite_only
 def test_resolve_and_get_use_the_id_index(busy_store):
     for action in (lambda: busy_store.resolve("p1"), lambda: busy_store.resolve("p29"),
                    lambda: busy_store.get("p7")):
