@@ -6,10 +6,13 @@ import sqlite3
 
 import pytest
 
+from conftest import store_sql
 from queuectl.deps import find_cycle
 from queuectl.errors import Conflict, NotFound
 from queuectl.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, NewJob
 from queuectl.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore as Store, _statements
+
+pytestmark = pytest.mark.both_backends  # see conftest: each test on SQLite and on PostgreSQL
 
 NOW = 1_700_000_000.0
 W1, W2 = "worker-1", "worker-2"
@@ -67,6 +70,7 @@ def test_find_cycle_walks_a_long_chain_without_recursion():
 
 # -- the migration ---------------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only
 def test_a_version_3_database_is_migrated_to_queues_and_dependencies(db_path):
     old = sqlite3.connect(db_path, isolation_level=None)
     old.execute("PRAGMA journal_mode = WAL")
@@ -132,7 +136,8 @@ def test_pause_of_every_queue_covers_queues_to_come_and_yields_to_a_resume_by_na
     store.resume(None)  # lifts every pause
     assert store.pauses() == {"all": False, "queues": [], "resumed": []}
     assert claimed(store) == "a1"
-    assert store._conn.execute("SELECT name, max_running, paused FROM queues").fetchall() == \
+    assert [(name, limit, int(paused)) for name, limit, paused in
+            store_sql(store, "SELECT name, max_running, paused FROM queues ORDER BY name")] == \
         [("a", 0, 0), ("b", 0, 0)]  # no leftover settings; the rows name the queues that have jobs
 
 
@@ -151,6 +156,7 @@ def test_a_limit_counts_processing_jobs_across_workers(store):
     assert [(q.name, q.limit) for q in store.queues()] == [("default", None), ("dl", None)]
 
 
+@pytest.mark.sqlite_only
 def test_a_full_limited_queue_ahead_costs_no_scan_of_its_jobs(store):
     store.set_limit("full", 1)
     add(store, *[new(f"f{i}", "full", priority=-5) for i in range(300)], new("free", "free"))
@@ -265,7 +271,7 @@ def test_delete_refuses_a_job_that_unfinished_jobs_wait_for_unless_they_go_too(s
     assert store.get("a") is not None
     store.delete(["a", "b"])
     assert store.counts()[PENDING] == 0
-    assert store._conn.execute("SELECT count(*) FROM job_deps").fetchone()[0] == 0
+    assert store_sql(store, "SELECT count(*) FROM job_deps")[0][0] == 0
     add(store, new("done"), new("other"), new("c", after=["done", "other"]))
     run(store, "done")
     store.delete(["done"])  # completed: c waits for it no more
@@ -286,6 +292,7 @@ def test_a_parent_deleted_unfinished_keeps_its_dead_waiter_dead_and_a_purged_com
     assert store.requeue(["c2"], NOW) == ["c2"] and store.get("c2").state == PENDING
 
 
+@pytest.mark.sqlite_only
 def test_waiting_jobs_are_in_no_claim_index_and_listed_after_the_claimable_ones(store):
     add(store, new("root", run_at=NOW + 3600))
     add(store, *[new(f"w{i}", after=["root"], priority=-1) for i in range(500)], new("due", priority=9))
@@ -311,7 +318,7 @@ def test_states_keep_their_counts_through_cascades(store):
     add(store, new("a"), new("b", after=["a"]), new("c", after=["b"]))
     run(store, "a", ok=False)
     store.requeue_dead(None, NOW)
-    counted = dict(store._conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
+    counted = dict(store_sql(store, "SELECT state, count(*) FROM jobs GROUP BY state"))
     assert store.counts()[PENDING] == counted[PENDING] == 3
     assert store.counts()[DEAD] == 0 and store.counts()[FAILED] == 0
 
@@ -325,7 +332,7 @@ def test_a_queue_is_forgotten_once_it_has_neither_jobs_nor_settings(store):
     store.delete(["b1"])
     assert [q.name for q in store.queues()] == ["b"]  # its pause remains
     store.resume(None)
-    assert store.queues() == [] and store._conn.execute("SELECT count(*) FROM queues").fetchone()[0] == 0
+    assert store.queues() == [] and store_sql(store, "SELECT count(*) FROM queues")[0][0] == 0
     add(store, new("a2", "a"))
     store.pause(["b"])
     assert claimed(store) == "a2"
