@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import job_state, run_cli, wait_until
+from conftest import job_state, open_home_store, query, run_cli, store_sql, wait_until
 from test_cli import drive, one_error, refused, snapshot
 from test_faults import alive, group_members, lines, start_pool
 from queuectl.errors import Conflict, NotFound
@@ -19,6 +19,8 @@ from queuectl.home import QueueHome
 from queuectl.models import COMPLETED, DEAD, FAILED, PENDING, PROCESSING, STATES, NewJob, Outcome
 from queuectl.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore as Store, _statements
 from queuectl.worker import record_outcome
+
+pytestmark = pytest.mark.both_backends  # see conftest: each test on SQLite and on PostgreSQL
 
 NOW = 1_700_000_000.0
 W1, W2 = "worker-1", "worker-2"
@@ -29,7 +31,7 @@ SETTINGS = {"backoff_base": 2, "backoff_max": 3600}
 
 @pytest.fixture
 def store(home):
-    opened = Store.open(QueueHome(home).ensure().db_path)
+    opened = open_home_store(home)
     yield opened
     opened.close()
 
@@ -50,7 +52,7 @@ def make(store, job_id, state, max_retries=3):
 
 
 def counts_agree(store) -> bool:
-    counted = dict(store._conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
+    counted = dict(store_sql(store, "SELECT state, count(*) FROM jobs GROUP BY state"))
     return store.counts() == {state: counted.get(state, 0) for state in STATES}
 
 
@@ -84,7 +86,7 @@ def test_a_processing_job_gets_a_request_its_worker_records_as_cancelled(store):
 def test_a_repeated_request_keeps_the_first_time(store):
     job = make(store, "j", PROCESSING)
     assert store.request_cancel("j", NOW + 1) and store.request_cancel("j", NOW + 9)
-    assert store._conn.execute("SELECT cancel_requested FROM jobs WHERE id = 'j'").fetchone()[0] == NOW + 1
+    assert store_sql(store, "SELECT cancel_requested FROM jobs WHERE id = 'j'")[0][0] == NOW + 1
     assert store.cancel_requested(job)
 
 
@@ -125,7 +127,7 @@ def test_no_request_is_left_behind_when_a_run_ends_whichever_way(store):
     job = make(store, "j", PROCESSING)
     store.request_cancel("j", NOW + 1)
     assert store.mark_cancelled(job, W1, NOW + 2)
-    assert store._conn.execute("SELECT count(*) FROM jobs WHERE cancel_requested IS NOT NULL").fetchone()[0] == 0
+    assert store_sql(store, "SELECT count(*) FROM jobs WHERE cancel_requested IS NOT NULL")[0][0] == 0
 
 
 @pytest.mark.parametrize("transition", [
@@ -144,7 +146,7 @@ def test_cancel_transitions_of_a_job_that_is_not_theirs_change_nothing(store, tr
 def test_only_a_processing_job_takes_a_request(store, state):
     make(store, "j", state)
     assert store.request_cancel("j", NOW + 1) is False
-    assert store._conn.execute("SELECT cancel_requested FROM jobs WHERE id = 'j'").fetchone()[0] is None
+    assert store_sql(store, "SELECT cancel_requested FROM jobs WHERE id = 'j'")[0][0] is None
 
 
 def test_a_stale_worker_cannot_cancel_the_job_again_after_it_moved_on(store):
@@ -170,6 +172,7 @@ def test_cancel_refuses_finished_jobs_all_or_none(store, finished):
     assert store.list_jobs(None, None) == before
 
 
+@pytest.mark.sqlite_only
 def test_the_worker_s_poll_is_one_rowid_lookup(store):
     job = make(store, "j", PROCESSING)
     plan = " ".join(row[-1] for row in store._conn.execute(
@@ -181,6 +184,7 @@ def test_the_worker_s_poll_is_one_rowid_lookup(store):
 CANCEL_SCHEMA = 5  # the version that added cancel requests
 
 
+@pytest.mark.sqlite_only
 def test_a_database_of_the_previous_version_is_migrated_and_its_running_job_cancelled(home):
     path = QueueHome(home).ensure().db_path
     old = sqlite3.connect(path, isolation_level=None)
@@ -270,7 +274,7 @@ def test_cancel_of_a_running_job_whose_worker_does_not_answer_exits_1_and_the_re
     line = one_error(result)
     assert "still processing after 0.5s: job1" in line and "the cancel request stays" in line
     assert "the other 1 job cancelled" in line
-    store = Store.open(QueueHome(home).db_path)
+    store = open_home_store(home)
     try:
         job = store.get("job1")
         assert job.state == PROCESSING and store.cancel_requested(job)
@@ -279,6 +283,7 @@ def test_cancel_of_a_running_job_whose_worker_does_not_answer_exits_1_and_the_re
         store.close()
 
 
+@pytest.mark.sqlite_only
 def test_cancel_help_has_an_example_and_the_readme_names_it(cli):
     result = cli("cancel", "--help")
     assert result.exit_code == 0 and "queuectl cancel job1" in result.stdout
@@ -403,11 +408,7 @@ def test_cancel_of_several_where_one_is_completed_changes_nothing(home, workdir,
     assert result.stderr.startswith("Error: job done is completed") and result.stderr.count("\n") == 1
     assert result.stdout == ""
     assert run_cli(home, "list", "--json", "--limit", "0").stdout == before
-    conn = sqlite3.connect(os.path.join(home, "queue.db"))
-    try:
-        assert conn.execute("SELECT count(*) FROM jobs WHERE cancel_requested IS NOT NULL").fetchone()[0] == 0
-    finally:
-        conn.close()
+    assert query(home, "SELECT count(*) FROM jobs WHERE cancel_requested IS NOT NULL")[0][0] == 0
     assert len(group_members(pgid)) >= 3 and alive(stray)
     assert json.loads(before)  # not vacuous
 
