@@ -11,12 +11,14 @@ import time
 
 import pytest
 
-from conftest import job_state, run_cli, wait_until
+from conftest import job_state, open_home_store, run_cli, store_sql, wait_until
 from queuectl import stats
 from queuectl.home import QueueHome
 from queuectl.models import NewJob, Outcome
 from queuectl.store.sqlite import MIGRATIONS, RETENTION_MINUTES, SCHEMA_VERSION, SqliteStore as Store, _statements
 from queuectl.worker import record_outcome, recover_lost_job
+
+pytestmark = pytest.mark.both_backends  # see conftest: each test on SQLite and on PostgreSQL
 
 HOME = QueueHome("/nonexistent/queue-home")  # kill_strays finds no run of it
 
@@ -28,7 +30,7 @@ W = "worker-1"
 
 @pytest.fixture
 def store(home):
-    opened = Store.open(QueueHome(home).ensure().db_path)
+    opened = open_home_store(home)
     yield opened
     opened.close()
 
@@ -76,6 +78,7 @@ def test_outcome_kinds_follow_the_outcome_and_the_transition(store):
     assert store.get("l").last_error == "worker lost"
 
 
+@pytest.mark.sqlite_only
 def test_a_run_is_recorded_in_the_same_transaction_as_its_transition(store, home):
     """If the run cannot be recorded, the job's transition does not happen either."""
     store.insert([NewJob("x", "true", 3, 0, None, T0, "/")], T0)
@@ -105,7 +108,7 @@ def test_runs_go_with_their_job_but_totals_stay(store):
     store.delete(["done0"])
     store.purge("completed", None)
     store.purge("dead", None)
-    rows = store._conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+    rows = store_sql(store, "SELECT count(*) FROM runs")[0][0]
     assert rows == 0
     assert {(q, o): n for q, o, n, _, _ in store.run_totals()} == before == {
         ("default", "completed"): 3, ("default", "failed"): 1}
@@ -209,6 +212,7 @@ def test_aggregates_past_retention_are_dropped(store):
 
 # -- the migration -------------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only
 def test_a_version_5_database_migrates_and_keeps_its_jobs(home):
     path = QueueHome(home).ensure().db_path
     conn = sqlite3.connect(path, isolation_level=None)
