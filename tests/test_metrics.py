@@ -9,13 +9,15 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import run_cli
+from conftest import open_home_store, run_cli, store_sql
 from queuectl import metrics
 from queuectl.home import QueueHome
 from queuectl.models import NewJob, Outcome
 from queuectl.store.sqlite import SqliteStore as Store
 from queuectl.stats import PROMETHEUS_EDGES
 from queuectl.worker import record_outcome
+
+pytestmark = pytest.mark.both_backends  # see conftest: each test on SQLite and on PostgreSQL
 
 T0 = time.time() - 600
 SETTINGS = {"backoff_base": 2, "backoff_max": 3600}
@@ -32,7 +34,7 @@ def parse(text: str) -> dict:
 
 @pytest.fixture
 def store(home):
-    opened = Store.open(QueueHome(home).ensure().db_path)
+    opened = open_home_store(home)
     yield opened
     opened.close()
 
@@ -97,7 +99,7 @@ def test_counters_never_decrease_when_jobs_are_deleted_or_purged(store, cli):
     for family in ("queuectl_runs", "queuectl_run_duration_seconds"):
         assert after[family] == before[family]
     assert after["queuectl_jobs"] != before["queuectl_jobs"]  # the gauges do follow the jobs
-    assert store._conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0  # runs went with their jobs
+    assert store_sql(store, "SELECT count(*) FROM runs")[0][0] == 0  # runs went with their jobs
 
 
 def test_an_empty_queue_still_shows_every_family(cli):
@@ -139,6 +141,7 @@ def test_output_writes_the_file_atomically_and_readable_by_the_collector(store, 
     assert text == run_cli(home, "metrics").stdout
 
 
+@pytest.mark.sqlite_only
 def test_output_into_a_missing_directory_fails_cleanly(home, tmp_path):
     result = run_cli(home, "metrics", "--output", str(tmp_path / "nowhere" / "q.prom"))
     assert result.returncode == 1
@@ -149,6 +152,7 @@ def test_output_into_a_missing_directory_fails_cleanly(home, tmp_path):
 
 
 @pytest.mark.parametrize("target", ["", "dir"])
+@pytest.mark.sqlite_only
 def test_output_must_name_a_file(home, tmp_path, target):
     result = run_cli(home, "metrics", "--output", str(tmp_path) if target else "")
     assert result.returncode == 2 and result.stderr.startswith("Error: invalid --output")

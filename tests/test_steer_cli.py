@@ -8,6 +8,8 @@ import pytest
 
 from test_cli import drive, one_error
 
+pytestmark = pytest.mark.both_backends  # see conftest: each test on SQLite and on PostgreSQL
+
 STATES = ["pending", "processing", "completed", "failed", "dead"]
 
 
