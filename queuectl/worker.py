@@ -114,11 +114,16 @@ class Worker:
         self._claimed: Optional[Job] = None  # claimed together with the last outcome, not run yet
         self._disk_full = False  # a log could not be written: take no job until there is room
         self._said: dict = {}  # what it said about being stuck, and when: {topic: time}
+        # A commit that failed may still have happened (a server gone before it answered): a
+        # claim it made would hold a job this worker does not know of, alive, so never taken back.
+        self._in_doubt = False
 
     # -- one job ---------------------------------------------------------------------------
 
     def run_once(self) -> bool:
         """Claim one due job and run it to its recorded outcome; False if nothing was due."""
+        if self._in_doubt:
+            self._release_strays()
         job = self._claimed or self.store.claim_next(self.worker_id, self.clock(), self.queues)
         self._claimed = None
         if job is None:
@@ -133,6 +138,17 @@ class Worker:
             self.say(f"the disk is full (see {self.home.logs_dir}); no new job until there is room")
         self._record(job, outcome)
         return True
+
+    def _release_strays(self) -> None:
+        """After database trouble: give back every job the database says this worker holds but
+        that it is not about to run (it never started them; the attempt is not counted)."""
+        now = self.clock()
+        for job in self.store.jobs_of_worker(self.worker_id):
+            if self._claimed is None or job.seq != self._claimed.seq:
+                if not self.store.release(job, self.worker_id, now):  # its cancel was requested
+                    self.store.mark_cancelled(job, self.worker_id, now)
+                self.say(f"job {job.id} was claimed by a commit that seemed to fail; given back")
+        self._in_doubt = False
 
     def _stop_reason(self, job: Job) -> Optional[str]:
         """Polled every executor tick while `job` runs (never for runs shorter than a tick):
@@ -163,6 +179,7 @@ class Worker:
             try:
                 verdict = self._record_and_claim(job, outcome)
             except DB_ERRORS as exc:
+                self._in_doubt = True
                 self._say_stuck("record", f"cannot record job {job.id} yet ({exc}); retrying until it can")
                 if self._moved_on(job):
                     self._said.pop("record", None)
@@ -176,11 +193,13 @@ class Worker:
             return verdict
 
     def _record_and_claim(self, job: Job, outcome: Outcome) -> Optional[str]:
+        claimed = None
         with self.store.transaction():
             verdict = record_outcome(self.store, self.config.current(), job, self.worker_id,
                                      outcome, self.clock())
             if not (self.flags.stop or self._disk_full):
-                self._claimed = self.store.claim_next(self.worker_id, self.clock(), self.queues)
+                claimed = self.store.claim_next(self.worker_id, self.clock(), self.queues)
+        self._claimed = claimed  # only once committed: a claim rolled back is no claim
         return verdict
 
     def _moved_on(self, job: Job) -> bool:
@@ -231,6 +250,7 @@ class Worker:
                 except DatabaseDamaged:
                     raise  # retrying cannot help: the pool stops
                 except (*DB_ERRORS, QueuectlError) as exc:
+                    self._in_doubt = True
                     self._say_stuck("loop", f"database trouble ({exc}); retrying every second")
                     self._pause(1.0)
         finally:

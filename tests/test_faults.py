@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from conftest import Pools, job_state, query, run_cli, wait_until
+from conftest import Pools, cli_env, job_state, query, run_cli, wait_until
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -130,6 +130,7 @@ MOMENTS = ("after_claim", "during_run", "before_record")
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("kill_supervisor", [False, True], ids=["worker", "worker+supervisor"])
 @pytest.mark.parametrize("moment", MOMENTS)
+@pytest.mark.both_backends
 def test_sigkill_mid_job_loses_no_job(home, workdir, pools, moment, kill_supervisor):
     """Two workers each hold a victim job; SIGKILL them (and their supervisor) at `moment`.
 
@@ -236,13 +237,14 @@ for n in range(count):
 
 
 @pytest.mark.timeout(150)
+@pytest.mark.both_backends
 def test_concurrent_enqueues_while_workers_drain_run_every_job_exactly_once(home, workdir, pools):
     """8 processes enqueue 50 jobs each (one transaction per job) while 3 workers drain."""
     ran = os.path.join(workdir, "ran")
     start_pool(pools, 3)
     drivers = [
         subprocess.Popen([sys.executable, "-c", ENQUEUE_DRIVER, home, f"p{d}", ran, "50"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=workdir)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=workdir, env=cli_env(home))
         for d in range(8)
     ]
     for driver in drivers:
