@@ -114,12 +114,14 @@ def print_log(store, job_id: str, path: str, follow: bool, tail: Optional[int] =
     out = sys.stdout.buffer
     deadline = Deadline(timeout)
     handle = None
+    elsewhere = ElsewhereRuns(store, job_id, tail)
     try:
         while True:
             if handle is None and os.path.exists(path):
                 handle = _open_log(path, tail)
             if handle is not None:
                 _copy(handle, out)
+            elsewhere.show(out)
             if not follow:
                 break
             job = store.get(job_id)
@@ -128,6 +130,7 @@ def print_log(store, job_id: str, path: str, follow: bool, tail: Optional[int] =
                     continue  # the log appeared just as the job finished: print it
                 if handle is not None:
                     _copy(handle, out)
+                elsewhere.show(out)
                 code, message = _verdict({job_id: "deleted" if job is None else job.state})
                 if message:
                     print(message, file=sys.stderr)
@@ -141,9 +144,34 @@ def print_log(store, job_id: str, path: str, follow: bool, tail: Optional[int] =
     finally:
         if handle is not None:
             handle.close()
-    if handle is None:
+    if handle is None and not elsewhere.shown:
         print(f"No output yet for job {job_id}.", file=sys.stderr)
     return 0
+
+
+class ElsewhereRuns:
+    """The runs of a job that ran on other hosts of a shared database: their logs are in those
+    hosts' queue homes, so what is shown here is each run's stored output tail, naming the host."""
+
+    def __init__(self, store, job_id: str, tail: Optional[int]) -> None:
+        self.store, self.job_id, self.tail = store, job_id, tail
+        self.shown = 0  # how many of the job's runs have been looked at
+
+    def show(self, out) -> None:
+        from .pidfile import HOST
+
+        job = self.store.get(self.job_id)
+        runs = [] if job is None else self.store.runs_of(job)
+        for run in runs[self.shown:]:
+            if run.host and run.host != HOST:
+                text = run.output_tail if self.tail is None else "".join(
+                    run.output_tail.splitlines(keepends=True)[-self.tail:] if self.tail else [])
+                out.write((f"=== run {run.attempt} of job {self.job_id} ran on host {run.host}; its full log is"
+                           f" in that host's queue home. The end of its output:\n{text}").encode("utf-8", "replace"))
+                if text and not text.endswith("\n"):
+                    out.write(b"\n")
+        out.flush()
+        self.shown = len(runs)
 
 
 def _open_log(path: str, tail: Optional[int]):
