@@ -1,0 +1,69 @@
+"""The seam between the code and its database: choosing the backend from --db/$QUEUECTL_DB,
+never showing a URL's password, and psycopg imported only when a PostgreSQL URL is used."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from queuectl.errors import BadInput
+from queuectl.store import redact, resolve_url
+
+
+@pytest.mark.parametrize("url, shown", [
+    # no password: as it is
+    ("postgresql://u@h:5432/db", "postgresql://u@h:5432/db"),
+    # a password in the authority
+    ("postgresql://u:s3cret@h:5432/db", "postgresql://u:***@h:5432/db"),
+    # one in the query, beside other parameters that stay
+    ("postgresql://u@h/db?password=s3cret&sslmode=require", "postgresql://u@h/db?sslmode=require"),
+    # an IPv6 host keeps its brackets
+    ("postgresql://u:s3cret@[::1]:5432/db", "postgresql://u:***@[::1]:5432/db"),
+    # unparsable (a port that is not a number): only the scheme is left
+    ("postgresql://u:s3cret@h:port/db", "postgresql://…"),
+])
+def test_redact_hides_every_password(url, shown):
+    assert redact(url) == shown
+    assert "s3cret" not in redact(url)
+
+
+def test_the_option_wins_over_the_environment_and_an_empty_variable_is_unset():
+    env = {"QUEUECTL_DB": "postgresql://env@h/db"}
+    assert resolve_url("postgresql://opt@h/db", env) == "postgresql://opt@h/db"
+    assert resolve_url(None, env) == "postgresql://env@h/db"
+    assert resolve_url(None, {"QUEUECTL_DB": ""}) is None
+    assert resolve_url(None, {}) is None
+
+
+@pytest.mark.parametrize("option, env", [
+    ("", {}),                                   # --db ""
+    ("mysql://u@h/db", {}),                     # another database
+    (None, {"QUEUECTL_DB": "/tmp/queue.db"}),   # a path, not a URL
+    ("postgresql:/h/db", {}),                   # no //
+])
+def test_anything_but_a_postgresql_url_is_bad_input(option, env):
+    with pytest.raises(BadInput):
+        resolve_url(option, env)
+
+
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_sqlite_commands_never_import_psycopg(tmp_path):
+    code = ("import sys; from queuectl.cli import cli\n"
+            "try:\n    cli(['--home', sys.argv[1], 'status'])\nexcept SystemExit:\n    pass\n"
+            "print('psycopg' in sys.modules)")
+    result = _python(code, str(tmp_path / "home"))
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr
+
+
+def test_a_postgresql_url_without_psycopg_is_one_clear_error(tmp_path):
+    code = ("import sys; sys.modules['psycopg'] = None\n"  # as if not installed: importing it fails
+            "from queuectl.cli import main; sys.argv = ['queuectl', '--home', sys.argv[1],"
+            " '--db', 'postgresql://u:s3cret@127.0.0.1:1/db', 'status']; main()")
+    result = _python(code, str(tmp_path / "home"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: a PostgreSQL database needs psycopg: pip install 'queuectl[postgres]'"]
