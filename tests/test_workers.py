@@ -9,12 +9,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 
-from conftest import job_state, run_cli, wait_until
+from conftest import cli_env, db_url, job_state, open_home_store, run_cli, wait_until
 from queuectl.home import QueueHome
 from queuectl.models import NewJob
-from queuectl.store.sqlite import SqliteStore as Store
 from queuectl.worker import Flags, Worker
+
+pytestmark = pytest.mark.both_backends  # see conftest: each test on SQLite and on PostgreSQL
 
 
 def enqueue(home, *args, cwd=None):
@@ -84,8 +86,10 @@ def test_several_workers_never_run_a_job_twice(home, workdir):
     assert status(home)["completed"] == 300
 
 
-def _claim_all(db_path: str, worker_id: str, out) -> None:
-    store = Store.open(db_path, durable=False)
+def _claim_all(db_path: str, url, worker_id: str, out) -> None:
+    from queuectl.store import open_store
+
+    store = open_store(db_path, url, durable=False)
     claimed = []
     while True:
         job = store.claim_next(worker_id, time.time())
@@ -97,13 +101,13 @@ def _claim_all(db_path: str, worker_id: str, out) -> None:
 
 def test_concurrent_claims_by_processes_take_each_job_once(home):
     """Four processes race BEGIN IMMEDIATE claims over 4,000 jobs: no duplicates, none missed."""
-    qhome = QueueHome(home).ensure()
-    store = Store.open(qhome.db_path)
+    qhome = QueueHome(home, db_url(home)).ensure()
+    store = open_home_store(home)
     jobs = [NewJob(f"c{n}", "true", 0, n % 7, None, 0.0, "/") for n in range(4000)]
     store.insert(jobs, time.time())
     context = multiprocessing.get_context("fork")
     out = context.Queue()
-    procs = [context.Process(target=_claim_all, args=(qhome.db_path, f"w{n}", out)) for n in range(4)]
+    procs = [context.Process(target=_claim_all, args=(qhome.db_path, qhome.db_url, f"w{n}", out)) for n in range(4)]
     for proc in procs:
         proc.start()
     claimed = [job_id for _ in procs for job_id in out.get(timeout=60)]
@@ -133,7 +137,9 @@ def test_missing_cwd_is_a_failed_run(home, tmp_path):
 
 def test_jobs_survive_a_restart(home, workdir, pools):
     ran = os.path.join(workdir, "ran")
-    enqueue(home, "--id", "long", f"sleep 1; echo long >> {ran}", cwd=workdir)
+    # Long enough for `next` to be enqueued and the stop to arrive while it runs (a CLI call
+    # takes ~0.3 s on PostgreSQL, more on a loaded machine).
+    enqueue(home, "--id", "long", f"sleep 3; echo long >> {ran}", cwd=workdir)
     pools.start(1)
     wait_until(lambda: job_state(home, "long")["state"] == "processing", what="long to start")
     enqueue(home, "--id", "next", f"echo next >> {ran}", "--priority", "5", cwd=workdir)
@@ -206,7 +212,7 @@ def test_foreground_pool_ctrl_c_once_finishes_the_run(home, workdir):
     marker = os.path.join(workdir, "started")
     enqueue(home, "--id", "j", f"touch {marker}; sleep 1", cwd=workdir)
     pool = subprocess.Popen([sys.executable, "-m", "queuectl", "--home", home, "worker", "start", "--count", "2"],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=cli_env(home))
     try:
         wait_until(lambda: os.path.exists(marker), what="the run to start")
         os.killpg(pool.pid, signal.SIGINT)  # as a terminal does: the whole foreground group
@@ -223,7 +229,7 @@ def test_foreground_pool_ctrl_c_twice_forces(home, workdir):
     marker = os.path.join(workdir, "started")
     enqueue(home, "--id", "j", f"touch {marker}; sleep 60", cwd=workdir)
     pool = subprocess.Popen([sys.executable, "-m", "queuectl", "--home", home, "worker", "start"],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=cli_env(home))
     try:
         wait_until(lambda: os.path.exists(marker), what="the run to start")
         os.killpg(pool.pid, signal.SIGINT)
@@ -358,8 +364,8 @@ class FakeClock:
 
 
 def test_backoff_with_a_fake_clock(home, workdir):
-    qhome = QueueHome(home).ensure()
-    store = Store.open(qhome.db_path)
+    qhome = QueueHome(home, db_url(home)).ensure()
+    store = open_home_store(home)
     clock = FakeClock(1_000_000.0)
     store.insert([NewJob("f", "exit 1", 2, 0, None, clock.now, workdir)], clock.now)
     worker = Worker(store, qhome, "test", Flags(), clock=clock)
