@@ -19,6 +19,8 @@ from test_damage import enqueue_many, overwrite_root_page
 from queuectl.home import QueueHome
 from queuectl.pidfile import pid_alive
 
+pytestmark = pytest.mark.both_backends  # see conftest: each test on SQLite and on PostgreSQL
+
 
 def enqueue(home: str, workdir: str, *args: str) -> None:
     result = run_cli(home, "enqueue", *args, cwd=workdir)
@@ -213,6 +215,7 @@ def test_a_dependent_is_due_from_when_its_parent_completed_not_from_its_enqueue(
 # -- pools serving named queues ---------------------------------------------------------------------
 
 @pytest.mark.timeout(90)
+@pytest.mark.sqlite_only
 def test_a_queue_pool_on_a_damaged_database_stops_itself(home):
     lines = "".join(json.dumps({"command": "true", "queue": "alpha"}) + "\n" for _ in range(300))
     assert run_cli(home, "enqueue", "--file", "-", input=lines).returncode == 0
@@ -225,6 +228,7 @@ def test_a_queue_pool_on_a_damaged_database_stops_itself(home):
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.sqlite_only
 def test_a_detached_queue_pool_on_a_damaged_database_stops_itself(home, pools):
     lines = "".join(json.dumps({"command": "true", "queue": "alpha"}) + "\n" for _ in range(300))
     assert run_cli(home, "enqueue", "--file", "-", input=lines).returncode == 0

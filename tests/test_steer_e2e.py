@@ -9,6 +9,8 @@ import pytest
 
 from conftest import job_state, run_cli, wait_until
 
+pytestmark = pytest.mark.both_backends  # see conftest: each test on SQLite and on PostgreSQL
+
 
 def ok(home, *args, input=None, cwd=None) -> str:
     result = run_cli(home, *args, input=input, cwd=cwd)
