@@ -46,7 +46,7 @@ def live_workers(store, lease_seconds: float, root: str) -> list:
     """Workers heard from within the lease, less local ones whose process is gone or that
     serve another queue home (the original of a copied home)."""
     home = os.path.realpath(root)
-    return [w for w in store.workers(time.time(), lease_seconds)
+    return [w for w in store.workers(store.clock(), lease_seconds)
             if w.host != HOST or (w.home in ("", home) and pid_alive(w.pid))]
 
 
