@@ -1,10 +1,15 @@
-"""The Store interface: what every backend offers, and all that the code above the store uses."""
+"""The Store interface: what every backend offers, and all that the code above the store uses.
+
+SqliteStore (sqlite.py) and PostgresStore (postgres.py) implement it; open_store() in
+__init__ picks one. A PostgresStore also keeps the configuration (read_settings,
+write_settings, settings_stamp, as config.FileSettings does for SQLite's config.json).
+"""
 from __future__ import annotations
 
 from typing import Callable, Optional, Protocol
 
+from .. import stats
 from ..models import Job, Run
-
 
 
 class Store(Protocol):
@@ -19,7 +24,8 @@ class Store(Protocol):
         """Make the transitions inside one transaction: all happen, or none."""
         ...
 
-    def insert(self, jobs: list, now: float, if_absent: bool = False, progress: Optional[Callable[[int], None]] = None) -> list:
+    def insert(self, jobs: list, now: float, if_absent: bool = False,
+               progress: Optional[Callable[[int], None]] = None) -> list:
         """Insert NewJobs in one transaction, all or none; returns the ids actually inserted."""
         ...
 
@@ -46,7 +52,8 @@ class Store(Protocol):
         """A page of jobs: claim order for pending/failed, newest first otherwise."""
         ...
 
-    def jobs_page(self, state: Optional[str], prefix: str, after: Optional[tuple], limit: int, queue: Optional[str] = None) -> tuple:
+    def jobs_page(self, state: Optional[str], prefix: str, after: Optional[tuple], limit: int,
+                  queue: Optional[str] = None) -> tuple:
         """A page for browsing: jobs in `state` (any when None) of `queue` (any when None) whose id
         starts with `prefix`, following the page key `after`; returns (jobs, the key of the next
         page or None). Keyset paging: a seek in an index per page, however deep the page, where
@@ -144,7 +151,8 @@ class Store(Protocol):
         time."""
         ...
 
-    def mark_failed(self, job: Job, worker_id: str, exit_code: Optional[int], error: str, run_at: float, now: float) -> bool:
+    def mark_failed(self, job: Job, worker_id: str, exit_code: Optional[int], error: str, run_at: float,
+                    now: float) -> bool:
         ...
 
     def mark_dead(self, job: Job, worker_id: str, exit_code: Optional[int], error: str, now: float) -> bool:
@@ -201,7 +209,7 @@ class Store(Protocol):
         """The job's runs, oldest first."""
         ...
 
-    def run_window(self, since: float, queue: Optional[str] = None) -> "stats.Window":
+    def run_window(self, since: float, queue: Optional[str] = None) -> stats.Window:
         """The runs that ended from the minute of `since` on, summed from the aggregates."""
         ...
 
@@ -235,7 +243,8 @@ class Store(Protocol):
         of `now` included), `minute` being epoch seconds / 60: one range of the minute rows."""
         ...
 
-    def register_worker(self, worker_id: str, pid: int, pool_id: str, host: str, home: str, now: float) -> None:
+    def register_worker(self, worker_id: str, pid: int, pool_id: str, host: str, home: str,
+                        now: float) -> None:
         ...
 
     def heartbeat(self, worker_id: str, now: float) -> bool:
