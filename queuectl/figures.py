@@ -11,7 +11,7 @@ from .timeutil import iso
 
 def window_start(since: str, moment: float, name: str = "--since") -> float:
     """`--since` (`name`): a duration back from now (30m, 24h, 7d) or an ISO 8601 time."""
-    from .store.sqlite import RETENTION_MINUTES
+    from .store.common import RETENTION_MINUTES
     from .timeutil import parse_duration, parse_iso
 
     try:

@@ -67,3 +67,25 @@ def test_a_postgresql_url_without_psycopg_is_one_clear_error(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "Error: a PostgreSQL database needs psycopg: pip install 'queuectl[postgres]'"]
+
+
+def test_only_the_store_speaks_to_databases_and_only_the_executor_spawns():
+    """STYLE's layering, held by a test: sqlite3 and psycopg are imported only under
+    queuectl/store/ (psycopg only by postgres.py), subprocess only by the executor, and no
+    module above the store names a backend's module."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent / "queuectl"
+    importing = {}
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        name = path.relative_to(root).as_posix()
+        for module in ("sqlite3", "psycopg", "subprocess"):
+            if re.search(rf"^\s*(import {module}\b|from {module}\b)", text, re.M):
+                importing.setdefault(module, set()).add(name)
+        if not name.startswith("store/"):
+            assert not re.search(r"store\.(sqlite|postgres)\b|store import (sqlite|postgres)", text), name
+    assert importing["sqlite3"] == {"store/__init__.py", "store/sqlite.py"}
+    assert importing["psycopg"] == {"store/postgres.py"}
+    assert importing["subprocess"] == {"executor.py"}
