@@ -2,6 +2,7 @@
 never showing a URL's password, and psycopg imported only when a PostgreSQL URL is used."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -89,3 +90,21 @@ def test_only_the_store_speaks_to_databases_and_only_the_executor_spawns():
     assert importing["sqlite3"] == {"store/__init__.py", "store/sqlite.py"}
     assert importing["psycopg"] == {"store/postgres.py"}
     assert importing["subprocess"] == {"executor.py"}
+
+
+@pytest.mark.postgres_only
+def test_a_host_whose_clock_is_an_hour_off_goes_by_the_servers_clock(pg_url, tmp_path):
+    """Times come from the database server: a host an hour ahead still enqueues a job due now,
+    and its store's clock agrees with the server's to within a few milliseconds."""
+    code = (
+        "import json, sys, time\n"
+        "real = time.time\n"
+        "time.time = lambda: real() + 3600  # this host's clock, an hour fast\n"
+        "from queuectl.store import open_store\n"
+        "store = open_store('', sys.argv[1])\n"
+        "server = store._conn.execute('SELECT extract(epoch FROM clock_timestamp())::float8').fetchone()[0]\n"
+        "print(json.dumps({'clock': store.clock(), 'server': server, 'local': time.time()}))\n"
+    )
+    found = json.loads(_python(code, pg_url).stdout)
+    assert abs(found["clock"] - found["server"]) < 0.5
+    assert found["local"] - found["server"] > 3500  # the host's own clock was off indeed
