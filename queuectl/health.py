@@ -2,12 +2,10 @@
 pidfile name a running pool? It only looks: nothing is repaired, taken back or removed."""
 from __future__ import annotations
 
-import os
-import time
 from typing import NamedTuple, Optional
 
 from . import config
-from .errors import DatabaseDamaged, QueuectlError
+from .errors import DatabaseDamaged
 from .home import QueueHome
 from .pidfile import HOST, pid_alive, read_pools
 from .timeutil import iso

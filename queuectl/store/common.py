@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional
 
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
+from ..models import COMPLETED, FINISHED, PROCESSING
 
 ALL_QUEUES = "*"  # the queues row of `pause` with no name: not a valid queue name, so no clash
 RETENTION_MINUTES = 31 * 24 * 60  # how long per-minute and per-hour aggregates are kept: `stats --since` at most
@@ -94,3 +95,71 @@ def minute_range(now: float, minutes: int) -> dict:
     last = int(now // 60)
     first = last - min(max(minutes, 1), 60) + 1
     return {"hour0": first // 60, "minute0": first % 60, "hour1": last // 60, "minute1": last % 60}
+
+
+class StoreRules:
+    """The rules of the user's transitions that hold the same on every backend, over the
+    backend's own reads and writes (states_of, _waiters, cancel_waiting, request_cancel,
+    _revive, next_run_at, resolve, _write): no SQL here."""
+
+    def cancel(self, ids: list, now: float) -> list:
+        """Cancel jobs, all or none: waiting ones go to the DLQ at once (cancel_waiting), running
+        ones get a request their workers act on (request_cancel). Returns the running ones' ids."""
+        with self._write():
+            states = self.states_of(ids)
+            for job_id in ids:
+                if job_id not in states:
+                    raise NotFound(f"no job with id {job_id!r}")
+                if states[job_id] in FINISHED:
+                    raise Conflict(f"job {job_id} is {states[job_id]}; only pending, failed or"
+                                   " processing jobs can be cancelled; nothing was cancelled")
+            for job_id in ids:
+                if states[job_id] != PROCESSING:
+                    self.cancel_waiting(job_id, now)
+                else:
+                    self.request_cancel(job_id, now)
+        return [job_id for job_id in ids if states[job_id] == PROCESSING]
+
+    def requeue(self, ids: list, now: float) -> list:
+        """Move completed or dead jobs back to pending (see requeue_dead); returns every id moved."""
+        with self._write():
+            self._check_states(ids, FINISHED, "completed or dead", "only finished jobs can be requeued")
+            return self._revive(ids, now)
+
+    def oldest_due(self, now: float, queues: Optional[list] = None) -> Optional[float]:
+        """Seconds the longest-waiting due job (of these queues) has waited since its run_at;
+        None if none is due. Jobs of a paused queue, or waiting for another job, are not
+        counted: they wait for a person or for that job. A full queue's are: they wait for a
+        worker, and a growing backlog behind a limit is what this figure is watched for."""
+        earliest = self.next_run_at(queues, skip_full=False)
+        return None if earliest is None or earliest > now else now - earliest
+
+    def _check_states(self, ids: list, allowed: tuple, wanted: str, rule: str) -> None:
+        states = self.states_of(ids)
+        for job_id in ids:
+            if job_id not in states:
+                raise NotFound(f"no job with id {job_id!r}")
+            if states[job_id] not in allowed:
+                raise Conflict(f"job {job_id} is {states[job_id]}, not {wanted}; {rule}")
+
+    def _check_deletable(self, ids: list) -> dict:
+        """{id: state} of jobs `delete` may remove: none processing, every one there, and none
+        that an unfinished job not named too waits for (a completed job is waited for no more)."""
+        states = self.states_of(ids)
+        busy = [job_id for job_id in ids if states.get(job_id) == PROCESSING]
+        if busy:
+            raise Conflict(f"job {busy[0]} is processing; stop its worker or wait for it")
+        missing = [job_id for job_id in ids if job_id not in states]
+        if missing:
+            raise NotFound(f"no job with id {missing[0]!r}")
+        named = set(ids)
+        for parent, child in self._waiters([i for i in ids if states[i] != COMPLETED]):
+            if child not in named:
+                raise Conflict(f"job {child} waits for {parent}; delete it too, or first let it finish")
+        return states
+
+    def _resolve_after(self, token: str) -> str:
+        try:
+            return self.resolve(token)
+        except NotFound as exc:
+            raise NotFound(f"cannot wait for {token}: {exc}; nothing was enqueued") from None

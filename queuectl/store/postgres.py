@@ -33,8 +33,8 @@ from .. import stats
 from ..models import (CANCELLED, COMPLETED, DEAD, FAILED, FAILED_RUNS, FINISHED, PENDING, PROCESSING, STATES,
                       Job, QueueInfo, Run, WorkerInfo)
 from . import redact
-from .common import (ALL_QUEUES, COMMAND_CHARS, RETENTION_MINUTES, TOTAL_HOUR, WHOLE_HOUR, claim_scope,
-                     command_hash, dependency_dead, minute_range, new_job_ids, pauses_of, paused_map,
+from .common import (ALL_QUEUES, COMMAND_CHARS, RETENTION_MINUTES, TOTAL_HOUR, WHOLE_HOUR, StoreRules,
+                     claim_scope, command_hash, dependency_dead, minute_range, new_job_ids, pauses_of, paused_map,
                      refuse_repeats, window_bounds)
 
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
@@ -199,7 +199,7 @@ def connection_options(url: str) -> tuple:
     return urlunsplit(parts._replace(query=urlencode(pairs))), listen
 
 
-class PostgresStore:
+class PostgresStore(StoreRules):
     """A queue's database on a PostgreSQL server. Open one per process (never share across fork)."""
 
     def __init__(self, url: str, durable: bool = True) -> None:
@@ -434,12 +434,6 @@ class PostgresStore:
                 doomed.append((job_id, dead[0]))
         for job_id, parent in doomed:
             self._bury([job_id], dependency_dead(parent), now)
-
-    def _resolve_after(self, token: str) -> str:
-        try:
-            return self.resolve(token)
-        except NotFound as exc:
-            raise NotFound(f"cannot wait for {token}: {exc}; nothing was enqueued") from None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -714,17 +708,7 @@ class PostgresStore:
         """Remove jobs that are not processing and that no unfinished job waits for (unless it
         is removed too); all or none."""
         with self._write() as conn:
-            states = self.states_of(ids)
-            busy = [job_id for job_id in ids if states.get(job_id) == PROCESSING]
-            if busy:
-                raise Conflict(f"job {busy[0]} is processing; stop its worker or wait for it")
-            missing = [job_id for job_id in ids if job_id not in states]
-            if missing:
-                raise NotFound(f"no job with id {missing[0]!r}")
-            named = set(ids)
-            for parent, child in self._waiters([i for i in ids if states[i] != COMPLETED]):
-                if child not in named:
-                    raise Conflict(f"job {child} waits for {parent}; delete it too, or first let it finish")
+            states = self._check_deletable(ids)
             completed = [i for i in ids if states[i] == COMPLETED]
             if completed:  # what waited for them is satisfied: those waits go (a child's own go with it)
                 conn.execute("DELETE FROM job_deps WHERE parent = ANY(%s)", (completed,))
@@ -765,20 +749,6 @@ class PostgresStore:
                 ids = [row[0] for row in self._rows("SELECT id FROM jobs WHERE state = 'dead' ORDER BY seq")]
             self._check_states(ids, (DEAD,), "dead", "only dead jobs can be retried")
             return self._revive(ids, now)
-
-    def requeue(self, ids: list, now: float) -> list:
-        """Move completed or dead jobs back to pending (see requeue_dead); returns every id moved."""
-        with self._write():
-            self._check_states(ids, FINISHED, "completed or dead", "only finished jobs can be requeued")
-            return self._revive(ids, now)
-
-    def _check_states(self, ids: list, allowed: tuple, wanted: str, rule: str) -> None:
-        states = self.states_of(ids)
-        for job_id in ids:
-            if job_id not in states:
-                raise NotFound(f"no job with id {job_id!r}")
-            if states[job_id] not in allowed:
-                raise Conflict(f"job {job_id} is {states[job_id]}, not {wanted}; {rule}")
 
     # -- dependencies --------------------------------------------------------------------------
 
@@ -932,24 +902,6 @@ class PostgresStore:
 
     # -- cancelling ------------------------------------------------------------------------
 
-    def cancel(self, ids: list, now: float) -> list:
-        """Cancel jobs, all or none: waiting ones go to the DLQ at once, running ones get a
-        request their workers act on. Returns the running ones' ids."""
-        with self._write():
-            states = self.states_of(ids)
-            for job_id in ids:
-                if job_id not in states:
-                    raise NotFound(f"no job with id {job_id!r}")
-                if states[job_id] in (COMPLETED, DEAD):
-                    raise Conflict(f"job {job_id} is {states[job_id]}; only pending, failed or"
-                                   " processing jobs can be cancelled; nothing was cancelled")
-            for job_id in ids:
-                if states[job_id] != PROCESSING:
-                    self.cancel_waiting(job_id, now)
-                else:
-                    self.request_cancel(job_id, now)
-        return [job_id for job_id in ids if states[job_id] == PROCESSING]
-
     def cancel_waiting(self, job_id: str, now: float) -> bool:
         """A pending or failed job to the DLQ: dead, "cancelled", attempts unchanged."""
         with self._write() as conn:
@@ -1045,11 +997,6 @@ class PostgresStore:
                           " WHERE hour = %s AND minute = %s ORDER BY queue, outcome", (TOTAL_HOUR, WHOLE_HOUR))
         return [(queue, outcome, runs, total, stats.merge({}, histogram))
                 for queue, outcome, runs, total, histogram in rows]
-
-    def oldest_due(self, now: float, queues: Optional[list] = None) -> Optional[float]:
-        """Seconds the longest-waiting due job has waited since its run_at (see the SQLite store)."""
-        earliest = self.next_run_at(queues, skip_full=False)
-        return None if earliest is None or earliest > now else now - earliest
 
     def runs_per_minute(self, now: float, minutes: int = 60, queue: Optional[str] = None) -> list:
         """[(minute, outcome, runs)] for the runs that ended in the last `minutes` minutes."""
@@ -1171,7 +1118,7 @@ def _reporting_errors(method):
     return guarded
 
 
-for _name, _method in list(vars(PostgresStore).items()):
-    if isinstance(_method, types.FunctionType) and not _name.startswith("_") and _name not in ("close", "clock",
-                                                                                                "transaction"):
+_UNGUARDED = ("close", "clock", "transaction")  # they report their own errors
+for _name, _method in [(name, getattr(PostgresStore, name)) for name in dir(PostgresStore)]:  # inherited ones too
+    if isinstance(_method, types.FunctionType) and not _name.startswith("_") and _name not in _UNGUARDED:
         setattr(PostgresStore, _name, _reporting_errors(_method))

@@ -16,9 +16,9 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 from ..errors import Conflict, DatabaseDamaged, NotFound, StoreError
 from ..home import create_private
-from .common import (ALL_QUEUES, COMMAND_CHARS, RETENTION_MINUTES, TOTAL_HOUR, WHOLE_HOUR, claim_scope,
-                     command_hash, dependency_dead, new_job_ids, pauses_of, paused_map, refuse_repeats,
-                     minute_range, window_bounds)
+from .common import (ALL_QUEUES, COMMAND_CHARS, RETENTION_MINUTES, TOTAL_HOUR, WHOLE_HOUR, StoreRules,
+                     claim_scope, command_hash, dependency_dead, minute_range, new_job_ids, pauses_of, paused_map,
+                     refuse_repeats, window_bounds)
 from .. import stats
 from ..models import (CANCELLED, COMPLETED, DEAD, FAILED, FAILED_RUNS, FINISHED, PENDING, PROCESSING, STATES,
                      Job, QueueInfo, Run, WorkerInfo)
@@ -317,7 +317,7 @@ def _open_error(path: str, exc: sqlite3.Error) -> StoreError:
     return StoreError(f"cannot open database {path}: {exc}")
 
 
-class SqliteStore:
+class SqliteStore(StoreRules):
     """A queue's database. Open one per process (never share across fork)."""
 
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
@@ -510,12 +510,6 @@ class SqliteStore:
                 doomed.append((job_id, dead[0]))
         for job_id, parent in doomed:
             self._bury([job_id], dependency_dead(parent), now)
-
-    def _resolve_after(self, token: str) -> str:
-        try:
-            return self.resolve(token)
-        except NotFound as exc:
-            raise NotFound(f"cannot wait for {token}: {exc}; nothing was enqueued") from None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -820,17 +814,7 @@ class SqliteStore:
         """Remove jobs that are not processing and that no unfinished job waits for (unless it
         is removed too; a completed job is waited for no more); all or none."""
         with self._write() as conn:
-            states = self.states_of(ids)
-            busy = [job_id for job_id in ids if states.get(job_id) == PROCESSING]
-            if busy:
-                raise Conflict(f"job {busy[0]} is processing; stop its worker or wait for it")
-            missing = [job_id for job_id in ids if job_id not in states]
-            if missing:
-                raise NotFound(f"no job with id {missing[0]!r}")
-            named = set(ids)
-            for parent, child in self._waiters([i for i in ids if states[i] != COMPLETED]):
-                if child not in named:
-                    raise Conflict(f"job {child} waits for {parent}; delete it too, or first let it finish")
+            states = self._check_deletable(ids)
             self._unlink("id = ?", [(i,) for i in ids], [(i,) for i in ids if states[i] == COMPLETED])
             queues = {row[0] for start in range(0, len(ids), 500) for row in conn.execute(
                 f"SELECT DISTINCT queue FROM jobs WHERE id IN ({','.join('?' * len(ids[start:start + 500]))})",
@@ -884,20 +868,6 @@ class SqliteStore:
                 ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE state = 'dead'")]
             self._check_states(ids, (DEAD,), "dead", "only dead jobs can be retried")
             return self._revive(ids, now)
-
-    def requeue(self, ids: list, now: float) -> list:
-        """Move completed or dead jobs back to pending (see requeue_dead); returns every id moved."""
-        with self._write():
-            self._check_states(ids, FINISHED, "completed or dead", "only finished jobs can be requeued")
-            return self._revive(ids, now)
-
-    def _check_states(self, ids: list, allowed: tuple, wanted: str, rule: str) -> None:
-        states = self.states_of(ids)
-        for job_id in ids:
-            if job_id not in states:
-                raise NotFound(f"no job with id {job_id!r}")
-            if states[job_id] not in allowed:
-                raise Conflict(f"job {job_id} is {states[job_id]}, not {wanted}; {rule}")
 
     # -- dependencies --------------------------------------------------------------------------
 
@@ -1059,24 +1029,6 @@ class SqliteStore:
 
     # -- cancelling ------------------------------------------------------------------------
 
-    def cancel(self, ids: list, now: float) -> list:
-        """Cancel jobs, all or none: waiting ones go to the DLQ at once (cancel_waiting), running
-        ones get a request their workers act on (request_cancel). Returns the running ones' ids."""
-        with self._write():
-            states = self.states_of(ids)
-            for job_id in ids:
-                if job_id not in states:
-                    raise NotFound(f"no job with id {job_id!r}")
-                if states[job_id] in (COMPLETED, DEAD):
-                    raise Conflict(f"job {job_id} is {states[job_id]}; only pending, failed or"
-                                   " processing jobs can be cancelled; nothing was cancelled")
-            for job_id in ids:
-                if states[job_id] != PROCESSING:
-                    self.cancel_waiting(job_id, now)
-                else:
-                    self.request_cancel(job_id, now)
-        return [job_id for job_id in ids if states[job_id] == PROCESSING]
-
     def cancel_waiting(self, job_id: str, now: float) -> bool:
         """A pending or failed job to the DLQ: dead, "cancelled", attempts unchanged."""
         with self._write() as conn:
@@ -1185,14 +1137,6 @@ class SqliteStore:
         return [(queue, outcome, runs, total, stats.merge({}, json.loads(histogram)))
                 for queue, outcome, runs, total, histogram in rows]
 
-    def oldest_due(self, now: float, queues: Optional[list] = None) -> Optional[float]:
-        """Seconds the longest-waiting due job (of these queues) has waited since its run_at;
-        None if none is due. Jobs of a paused queue, or waiting for another job, are not
-        counted: they wait for a person or for that job. A full queue's are: they wait for a
-        worker, and a growing backlog behind a limit is what this figure is watched for."""
-        earliest = self.next_run_at(queues, skip_full=False)
-        return None if earliest is None or earliest > now else now - earliest
-
     def paused_queues(self) -> dict:
         """{queue: paused?} for every queue with jobs or settings (its `queues` row): cheap,
         whatever the number of jobs."""
@@ -1275,7 +1219,7 @@ def _page_order(state: Optional[str], prefix: str) -> tuple:
 
 # Every public method, including those added later: a damaged page can surface in any query,
 # and a caller must be able to tell it from a busy or full database without importing sqlite3.
-for _name, _method in list(vars(SqliteStore).items()):
+for _name, _method in [(name, getattr(SqliteStore, name)) for name in dir(SqliteStore)]:  # inherited ones too
     if isinstance(_method, types.FunctionType) and not _name.startswith("_"):
         setattr(SqliteStore, _name, _reporting_damage(_method))
 
