@@ -233,7 +233,8 @@ def test_foreground_pool_ctrl_c_twice_forces(home, workdir):
     try:
         wait_until(lambda: os.path.exists(marker), what="the run to start")
         os.killpg(pool.pid, signal.SIGINT)
-        wait_until(lambda: "Ctrl+C again" in "".join(_read_some(pool)), what="first Ctrl+C noticed")
+        seen: list = []  # this pool's lines only (a list shared across tests saw an earlier pool's)
+        wait_until(lambda: "Ctrl+C again" in "".join(_read_some(pool, seen)), what="first Ctrl+C noticed")
         os.killpg(pool.pid, signal.SIGINT)
         assert pool.wait(timeout=30) == 0
     finally:
@@ -243,7 +244,7 @@ def test_foreground_pool_ctrl_c_twice_forces(home, workdir):
     assert (job["state"], job["attempts"]) == ("pending", 0)
 
 
-def _read_some(proc, _seen=[]):
+def _read_some(proc, _seen: list):
     import select
 
     while select.select([proc.stderr], [], [], 0)[0]:
