@@ -108,3 +108,19 @@ def test_a_host_whose_clock_is_an_hour_off_goes_by_the_servers_clock(pg_url, tmp
     found = json.loads(_python(code, pg_url).stdout)
     assert abs(found["clock"] - found["server"]) < 0.5
     assert found["local"] - found["server"] > 3500  # the host's own clock was off indeed
+
+
+@pytest.mark.both_backends
+def test_a_run_whose_output_holds_nul_bytes_is_recorded(store):
+    """A job's output may hold NUL bytes; PostgreSQL's text cannot: the run is still recorded
+    (a worker would otherwise retry recording it forever), NUL shown as U+FFFD there."""
+    from queuectl.models import NewJob, Run
+
+    store.insert([NewJob("nul", "printf 'a\\0b'", 0, 0, None, 0.0, "/tmp")], now=0.0)
+    job = store.claim_next("w1", 1.0)
+    with store.transaction():
+        assert store.mark_dead(job, "w1", 3, "exit code 3: a\x00b", 2.0)
+        store.record_run(job, Run(1, "w1", "h", 1.0, 2.0, "failed", 3, "exit code 3: a\x00b", "a\x00b\n"))
+    recorded = store.runs_of(job)[0]
+    assert store.get("nul").last_error in ("exit code 3: a\x00b", "exit code 3: a\ufffdb")
+    assert recorded.output_tail in ("a\x00b\n", "a\ufffdb\n")

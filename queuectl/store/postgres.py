@@ -843,7 +843,7 @@ class PostgresStore(StoreRules):
             cursor = self._conn.execute(
                 f"UPDATE jobs SET {assignments}, worker_id = NULL, cancel_requested = NULL"
                 f" WHERE seq = %s AND state = 'processing' AND worker_id = %s{guard}",
-                (*params, job.seq, worker_id))
+                (*map(_text, params), job.seq, worker_id))
         return cursor.rowcount == 1
 
     def mark_completed(self, job: Job, worker_id: str, now: float) -> bool:
@@ -943,7 +943,7 @@ class PostgresStore(StoreRules):
         hour = minute // 60
         params = {"seq": job.seq, "queue": queue, "attempt": run.attempt, "worker": run.worker,
                   "host": run.host, "started": run.started_at, "ended": run.ended_at, "outcome": run.outcome,
-                  "exit_code": run.exit_code, "error": run.error, "tail": run.output_tail,
+                  "exit_code": run.exit_code, "error": _text(run.error), "tail": _text(run.output_tail),
                   "duration": duration, "wait": wait, "dkey": str(stats.bucket(duration)),
                   "wkey": str(stats.bucket(wait)), "hour": hour, "minute": minute % 60,
                   "whole": WHOLE_HOUR, "total": TOTAL_HOUR}
@@ -1056,6 +1056,12 @@ class PostgresStore(StoreRules):
             " FROM workers w LEFT JOIN jobs j ON j.state = 'processing' AND j.worker_id = w.worker_id"
             " WHERE w.heartbeat_at >= %s ORDER BY w.pool_id, w.started_at, w.worker_id", (now - lease_seconds,))
         return [WorkerInfo(*row) for row in rows]
+
+
+def _text(value):
+    """A run's words as PostgreSQL can store them: its text type holds no NUL character, which
+    a job's output may well contain (the SQLite store keeps it)."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 def _job(row) -> Job:
