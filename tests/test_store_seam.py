@@ -124,3 +124,27 @@ def test_a_run_whose_output_holds_nul_bytes_is_recorded(store):
     recorded = store.runs_of(job)[0]
     assert store.get("nul").last_error in ("exit code 3: a\x00b", "exit code 3: a\ufffdb")
     assert recorded.output_tail in ("a\x00b\n", "a\ufffdb\n")
+
+
+def _queuectl(home: str, url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "queuectl", "--home", home, "--db", url, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.postgres_only
+def test_the_configuration_is_shared_by_every_host_of_the_database(pg_url, tmp_path):
+    first, second = str(tmp_path / "host-a"), str(tmp_path / "host-b")
+    assert _queuectl(first, pg_url, "config", "set", "max_retries", "7").returncode == 0
+    assert _queuectl(second, pg_url, "config", "get", "max_retries").stdout.strip() == "7"
+    assert not (tmp_path / "host-a" / "config.json").exists()  # it lives in the database
+    assert _queuectl(second, pg_url, "config", "reset").returncode == 0
+    assert _queuectl(first, pg_url, "config", "get", "max_retries").stdout.strip() == "3"
+
+
+@pytest.mark.postgres_only
+def test_a_database_of_a_newer_schema_is_refused_with_its_url(store, pg_url, tmp_path):
+    store._conn.execute("UPDATE queuectl_meta SET value = '99' WHERE key = 'schema_version'")
+    result = _queuectl(str(tmp_path / "home"), pg_url, "status")
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: ") and "schema version 99, newer than this queuectl" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -247,6 +247,9 @@ class PostgresStore(StoreRules):
         except psycopg.Error as exc:
             self._drop()
             raise DatabaseError(f"cannot open database {self.path}: {self._words(exc)}") from None
+        except BaseException:
+            self._drop()
+            raise
 
     def _migrate(self) -> None:
         version = self._version()
