@@ -53,6 +53,18 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("backend", chosen, indirect=True, ids=[BACKEND_IDS[b] for b in chosen])
 
 
+def pytest_collection_modifyitems(config, items):
+    """A parameter set marked `sqlite_only` (pytest.param(..., marks=...)) runs on SQLite only."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_pg = callspec is not None and callspec.params.get("backend") == "postgres"
+        (dropped if on_pg and item.get_closest_marker("sqlite_only") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def pytest_sessionfinish(session, exitstatus):
     _close_query_connections()
     _SERVER.close()

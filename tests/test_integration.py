@@ -100,6 +100,7 @@ def test_a_cancelled_run_is_history_stats_and_metrics_and_its_chain_dies_and_rev
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.sqlite_only
 def test_dlq_retry_of_a_job_that_died_by_failing_brings_its_chain_back(home, workdir, pools):
     flag = os.path.join(workdir, "fixed")
     enqueue(home, workdir, "--id", "first", "--max-retries", "0", f"test -e {flag}")
@@ -123,6 +124,7 @@ def test_dlq_retry_of_a_job_that_died_by_failing_brings_its_chain_back(home, wor
 # -- queues in stats and metrics --------------------------------------------------------------------
 
 @pytest.mark.timeout(120)
+@pytest.mark.sqlite_only
 def test_runs_carry_their_queue_into_stats_and_metrics(home, workdir):
     for n in range(2):
         enqueue(home, workdir, "--id", f"a{n}", "--queue", "alpha", "true")
@@ -141,6 +143,7 @@ def test_runs_carry_their_queue_into_stats_and_metrics(home, workdir):
     assert gauge(home, "queuectl_jobs", state="dead") == {("alpha",): 0, ("beta",): 1}
 
 
+@pytest.mark.sqlite_only
 def test_paused_follows_pause_and_resume_of_every_queue_and_of_one(home, workdir):
     enqueue(home, workdir, "--queue", "alpha", "true")
     enqueue(home, workdir, "--queue", "beta", "true")
@@ -241,6 +244,7 @@ def test_a_detached_queue_pool_on_a_damaged_database_stops_itself(home, pools):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.sqlite_only
 def test_a_forced_stop_of_a_queue_pool_records_an_interrupted_run_not_an_attempt(home, workdir, pools):
     enqueue(home, workdir, "--id", "long", "--queue", "alpha", "echo begun; sleep 60")
     pools.start(1, "--queue", "alpha")
@@ -256,6 +260,7 @@ def test_a_forced_stop_of_a_queue_pool_records_an_interrupted_run_not_an_attempt
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.sqlite_only
 def test_a_killed_worker_of_a_queue_pool_leaves_a_lost_run_of_its_queue(home, workdir, pools):
     enqueue(home, workdir, "--id", "victim", "--queue", "alpha", "--max-retries", "0", "sleep 60")
     _, worker = pools.start(1, "--queue", "alpha")
@@ -278,7 +283,7 @@ def test_a_killed_worker_of_a_queue_pool_leaves_a_lost_run_of_its_queue(home, wo
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("stop, outcome, error", [
     ("timeout", "timeout", "timed out after 1s"),
-    ("cancel", "cancelled", "cancelled"),
+    pytest.param("cancel", "cancelled", "cancelled", marks=pytest.mark.sqlite_only),  # PostgreSQL: one is enough
 ])
 def test_a_run_whose_child_ignores_term_is_never_taken_for_lost_with_a_1s_lease(
         home, workdir, pools, stop, outcome, error):

@@ -96,6 +96,7 @@ def test_a_three_level_chain_runs_in_order_dies_as_a_whole_and_revives_as_a_whol
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.sqlite_only
 def test_burst_quits_leaving_paused_and_unserved_queues_alone(home, workdir):
     ok(home, "pause", "held")
     ok(home, "enqueue", "--id", "held1", "--queue", "held", "true", cwd=workdir)
@@ -108,6 +109,7 @@ def test_burst_quits_leaving_paused_and_unserved_queues_alone(home, workdir):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.sqlite_only
 def test_a_detached_pool_serves_only_its_queues(home, workdir, pools):
     pools.start(1, "--queue", "fast")
     ok(home, "enqueue", "--id", "slow1", "--queue", "slow", "true", cwd=workdir)

@@ -117,6 +117,7 @@ def test_concurrent_claims_by_processes_take_each_job_once(home):
     assert store.counts()["processing"] == 4000
 
 
+@pytest.mark.sqlite_only
 def test_invalid_command_fails_gracefully(home, workdir):
     enqueue(home, "--id", "nope", "--max-retries", "0", "no_such_command_xyz", cwd=workdir)
     assert run_cli(home, "worker", "start", "--burst").returncode == 0
@@ -125,6 +126,7 @@ def test_invalid_command_fails_gracefully(home, workdir):
     assert job["last_error"].startswith("exit code 127:") and "not found" in job["last_error"]
 
 
+@pytest.mark.sqlite_only
 def test_missing_cwd_is_a_failed_run(home, tmp_path):
     gone = tmp_path / "gone"
     gone.mkdir()
@@ -196,6 +198,7 @@ def test_forced_stop_kills_the_group_and_returns_the_job(home, workdir, pools):
     assert not group_alive(pgid)
 
 
+@pytest.mark.sqlite_only
 def test_stop_timeout_exits_1_while_a_run_goes_on(home, workdir, pools):
     marker = os.path.join(workdir, "started")
     enqueue(home, "--id", "slow", f"touch {marker}; sleep 5", cwd=workdir)
@@ -208,6 +211,7 @@ def test_stop_timeout_exits_1_while_a_run_goes_on(home, workdir, pools):
     assert job_state(home, "slow")["state"] == "completed"
 
 
+@pytest.mark.sqlite_only
 def test_foreground_pool_ctrl_c_once_finishes_the_run(home, workdir):
     marker = os.path.join(workdir, "started")
     enqueue(home, "--id", "j", f"touch {marker}; sleep 1", cwd=workdir)
@@ -225,6 +229,7 @@ def test_foreground_pool_ctrl_c_once_finishes_the_run(home, workdir):
     assert not [p for p in os.listdir(home) if p.endswith(".pid")]
 
 
+@pytest.mark.sqlite_only
 def test_foreground_pool_ctrl_c_twice_forces(home, workdir):
     marker = os.path.join(workdir, "started")
     enqueue(home, "--id", "j", f"touch {marker}; sleep 60", cwd=workdir)
@@ -257,6 +262,7 @@ def _read_some(proc, _seen: list):
 
 # -- timeouts and crashes ------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only
 def test_timeout_kills_the_whole_group(home, workdir):
     pgid_file = os.path.join(workdir, "pgid")
     enqueue(home, "--id", "hang", "--timeout", "1", "--max-retries", "0",
@@ -283,6 +289,7 @@ def test_killed_worker_job_is_taken_back_as_worker_lost(home, workdir, pools):
     assert "run 2 of job victim" in run_cli(home, "logs", "victim").stdout
 
 
+@pytest.mark.sqlite_only
 def test_supervisor_killed_workers_finish_and_stop_copes(home, workdir, pools):
     enqueue(home, "--id", "j", "sleep 1", cwd=workdir)
     supervisor, worker = pools.start(1)
