@@ -270,12 +270,21 @@ class Pools:
         return run_cli(self.home, "worker", "stop", *extra, timeout=timeout)
 
     def cleanup(self) -> None:
+        show_pool_log(self.home)  # captured: pytest shows it when the test failed
         run_cli(self.home, "worker", "stop", "--force", "--timeout", "20", timeout=40)
         for pid in self.pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+def show_pool_log(home: str, lines: int = 40) -> None:
+    path = os.path.join(home, "pools.log")
+    if os.path.exists(path):
+        with open(path, errors="replace") as handle:
+            tail = handle.read().splitlines()[-lines:]
+        print(f"--- the last {len(tail)} lines of {path}:", *tail, sep="\n")
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from conftest import DB_URLS, Pools, cli_env, job_state, private_pg_server, query, run_cli, schema_url, wait_until
+from conftest import (DB_URLS, Pools, cli_env, job_state, private_pg_server, query, run_cli, schema_url,
+                      show_pool_log, wait_until)
 import pg
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.timeout(240)]
@@ -75,6 +76,7 @@ class HostPools(Pools):
         return run_as(self.host, self.home, "worker", "stop", *extra, timeout=timeout)
 
     def cleanup(self) -> None:
+        show_pool_log(self.home)
         try:
             self.stop("--force", "--timeout", "20", timeout=40)
         except subprocess.SubprocessError:
