@@ -17,7 +17,7 @@ from .render import printable
 from .store import DB_ERRORS, Store
 from .timeutil import iso
 
-IDLE_TICK = 0.05  # idle workers look for news this often: cheap (PRAGMA data_version), and quick pickup
+IDLE_TICK = 0.05  # idle workers look for news this often: cheap (store.work_version), and quick pickup
 PAUSE_TICK = 0.1  # a worker that waits out database trouble keeps its heartbeat this often
 LOST = "worker lost"
 EXIT_DAMAGED = 65  # a worker's exit code when the database is damaged (EX_DATAERR): the pool stops
