@@ -100,7 +100,7 @@ def minute_range(now: float, minutes: int) -> dict:
 class StoreRules:
     """The rules of the user's transitions that hold the same on every backend, over the
     backend's own reads and writes (states_of, _waiters, cancel_waiting, request_cancel,
-    _revive, next_run_at, resolve, _write): no SQL here."""
+    _revive, next_run_at, resolve, pauses, _lift_pauses, _set, _prune, _write): no SQL here."""
 
     def cancel(self, ids: list, now: float) -> list:
         """Cancel jobs, all or none: waiting ones go to the DLQ at once (cancel_waiting), running
@@ -125,6 +125,30 @@ class StoreRules:
         with self._write():
             self._check_states(ids, FINISHED, "completed or dead", "only finished jobs can be requeued")
             return self._revive(ids, now)
+
+    def pause(self, queues: Optional[list]) -> None:
+        """Start no new run from these queues (None: from any queue, including queues to come)."""
+        with self._write():
+            if queues is None:
+                self._prune(self._lift_pauses())
+                queues = [ALL_QUEUES]
+            for queue in queues:
+                self._set(queue, "paused", 1)
+
+    def resume(self, queues: Optional[list]) -> None:
+        """Lift the pause of these queues (None: every pause). Under a pause of every queue, a
+        queue resumed by name runs despite it."""
+        with self._write():
+            if queues is None:
+                self._prune(self._lift_pauses())
+            else:
+                every = self.pauses()["all"]
+                for queue in queues:
+                    self._set(queue, "paused", -1 if every else 0)
+            self._wake_workers()
+
+    def _wake_workers(self) -> None:
+        """Tell idle workers that work may be due (where they would not notice by themselves)."""
 
     def oldest_due(self, now: float, queues: Optional[list] = None) -> Optional[float]:
         """Seconds the longest-waiting due job (of these queues) has waited since its run_at;

@@ -642,30 +642,12 @@ class PostgresStore(StoreRules):
             self._set(queue, "max_running", limit)
             self._notify()
 
-    def pause(self, queues: Optional[list]) -> None:
-        """Start no new run from these queues (None: from any queue, including queues to come)."""
-        with self._write() as conn:
-            if queues is None:
-                paused = [row[0] for row in self._rows("SELECT name FROM queues WHERE paused <> 0")]
-                conn.execute("UPDATE queues SET paused = 0 WHERE paused <> 0")
-                self._prune(paused)
-                queues = [ALL_QUEUES]
-            for queue in queues:
-                self._set(queue, "paused", 1)
+    def _lift_pauses(self) -> list:
+        """Every pause lifted; returns the queues that had one."""
+        return [row[0] for row in self._rows("UPDATE queues SET paused = 0 WHERE paused <> 0 RETURNING name")]
 
-    def resume(self, queues: Optional[list]) -> None:
-        """Lift the pause of these queues (None: every pause). Under a pause of every queue, a
-        queue resumed by name runs despite it."""
-        with self._write() as conn:
-            if queues is None:
-                paused = [row[0] for row in self._rows("SELECT name FROM queues WHERE paused <> 0")]
-                conn.execute("UPDATE queues SET paused = 0 WHERE paused <> 0")
-                self._prune(paused)
-            else:
-                every = self._one("SELECT 1 FROM queues WHERE name = %s AND paused = 1", (ALL_QUEUES,))
-                for queue in queues:
-                    self._set(queue, "paused", -1 if every else 0)
-            self._notify()
+    def _wake_workers(self) -> None:
+        self._notify()
 
     def _set(self, queue: str, column: str, value: int) -> None:
         self._conn.execute(f"INSERT INTO queues AS q (name, {column}) VALUES (%s, %s)"

@@ -756,29 +756,11 @@ class SqliteStore(StoreRules):
         with self._write():
             self._set(queue, "max_running", limit)
 
-    def pause(self, queues: Optional[list]) -> None:
-        """Start no new run from these queues (None: from any queue, including queues to come)."""
-        with self._write() as conn:
-            if queues is None:
-                paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused <> 0")]
-                conn.execute("UPDATE queues SET paused = 0")
-                self._prune(paused)
-                queues = [ALL_QUEUES]
-            for queue in queues:
-                self._set(queue, "paused", 1)
-
-    def resume(self, queues: Optional[list]) -> None:
-        """Lift the pause of these queues (None: every pause). Under a pause of every queue, a
-        queue resumed by name runs despite it."""
-        with self._write() as conn:
-            if queues is None:
-                paused = [row[0] for row in conn.execute("SELECT name FROM queues WHERE paused <> 0")]
-                conn.execute("UPDATE queues SET paused = 0")
-                self._prune(paused)
-            else:
-                every = conn.execute("SELECT 1 FROM queues WHERE name = ? AND paused = 1", (ALL_QUEUES,)).fetchone()
-                for queue in queues:
-                    self._set(queue, "paused", -1 if every else 0)
+    def _lift_pauses(self) -> list:
+        """Every pause lifted; returns the queues that had one."""
+        paused = [row[0] for row in self._conn.execute("SELECT name FROM queues WHERE paused <> 0")]
+        self._conn.execute("UPDATE queues SET paused = 0")
+        return paused
 
     def _set(self, queue: str, column: str, value: int) -> None:
         self._conn.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (queue,))
