@@ -212,6 +212,7 @@ class PostgresStore(StoreRules):
         self._offset = 0.0  # the server's clock minus ours
         self._clock_checked = float("-inf")
         self._notified = 0
+        self._listening: Optional[psycopg.Connection] = None  # the connection that LISTENs, once a worker waits
         self._channel = ""
         self._kept_minute: Optional[int] = None
 
@@ -241,9 +242,6 @@ class PostgresStore(StoreRules):
             self._migrate()
             schema = conn.execute("SELECT current_schema()").fetchone()[0]
             self._channel = f"queuectl_{schema}"[:63]
-            if self._listen:
-                conn.execute(f'LISTEN "{self._channel}"')
-            self._measure_clock()
         except psycopg.Error as exc:
             self._drop()
             raise DatabaseError(f"cannot open database {self.path}: {self._words(exc)}") from None
@@ -302,10 +300,14 @@ class PostgresStore(StoreRules):
         return text.replace(self._password, "***") if self._password else text
 
     def clock(self) -> float:
-        """Now by the database server's clock, which every host of the queue shares."""
-        if time.monotonic() - self._clock_checked > CLOCK_CHECK_SECONDS and self._depth == 0:
+        """Now by the database server's clock, which every host of the queue shares: this
+        host's clock plus its offset from the server's, measured at the first call and every
+        CLOCK_CHECK_SECONDS after (between transactions, but for the first)."""
+        due = time.monotonic() - self._clock_checked > CLOCK_CHECK_SECONDS
+        if due and (self._depth == 0 or self._clock_checked == float("-inf")):
             try:
-                self._ready()
+                if self._depth == 0:
+                    self._ready()
                 self._measure_clock()
             except (psycopg.Error, DatabaseError):
                 self._clock_checked = time.monotonic()  # keep the last offset; try again later
@@ -582,6 +584,10 @@ class PostgresStore(StoreRules):
         no query. Without LISTEN it never changes, and idle workers wait out poll_interval."""
         if self._listen and self._depth == 0:
             self._ready()
+            if self._listening is not self._conn:  # the first wait, or a new connection after a broken one
+                self._conn.execute(f'LISTEN "{self._channel}"')
+                self._listening = self._conn
+                self._notified += 1  # what came meanwhile was missed: look again
             self._notified += sum(1 for _ in self._conn.notifies(timeout=0))
         return self._notified
 
