@@ -148,3 +148,35 @@ def test_a_database_of_a_newer_schema_is_refused_with_its_url(store, pg_url, tmp
     assert result.returncode == 1
     assert result.stderr.startswith("Error: ") and "schema version 99, newer than this queuectl" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.postgres_only
+@pytest.mark.timeout(120)
+def test_a_command_waits_for_a_free_connection_slot(backend, tmp_path):
+    """Every connection slot taken (a burst of commands): a command waits for one to free up
+    rather than fail. On the private server, where filling every slot disturbs no other test."""
+    import threading
+
+    import psycopg
+    import pg
+    from conftest import private_pg_server, schema_url
+
+    server = private_pg_server().url
+    url, schema = schema_url(server)
+    held = []
+    try:
+        while True:
+            try:
+                held.append(psycopg.connect(server, autocommit=True, connect_timeout=5))
+            except psycopg.OperationalError as exc:
+                assert "too many clients" in str(exc) or "reserved" in str(exc)
+                break
+        freed = threading.Timer(1.5, lambda: held.pop().close())
+        freed.start()
+        result = _queuectl(str(tmp_path / "home"), url, "enqueue", "-q", "true")
+        freed.join()
+        assert result.returncode == 0, result.stderr
+    finally:
+        for conn in held:
+            conn.close()
+        pg.drop_schema(server, schema)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 import types
 from contextlib import contextmanager
@@ -38,6 +39,8 @@ from .common import (ALL_QUEUES, COMMAND_CHARS, RETENTION_MINUTES, TOTAL_HOUR, W
                      refuse_repeats, window_bounds)
 
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
+FULL_SERVER_SECONDS = 30.0  # how long to wait for a free connection slot
+_FULL_SERVER = ("too many clients", "remaining connection slots are reserved")
 CLOCK_CHECK_SECONDS = 60.0  # how often the offset from the server's clock is measured again
 COUNT_FOLD_ROWS = 256  # job_counts rows (one per state and writing connection) before folding
 JOB_COLUMNS = ("seq, id, command, state, attempts, max_retries, priority, timeout, run_at, cwd,"
@@ -228,13 +231,20 @@ class PostgresStore(StoreRules):
         return store
 
     def _connect(self) -> None:
-        try:
-            conn = psycopg.connect(self._conninfo, autocommit=True,
-                                   prepare_threshold=5 if self._listen else None)
-        except psycopg.Error as exc:
-            raise DatabaseError(f"cannot connect to {self.path}: {self._words(exc)}") from None
-        except ValueError as exc:  # psycopg's own checks of the URL (a bad port, say)
-            raise DatabaseError(f"cannot connect to {self.path}: {self._words(exc)}") from None
+        deadline = time.monotonic() + FULL_SERVER_SECONDS
+        while True:
+            try:
+                conn = psycopg.connect(self._conninfo, autocommit=True,
+                                       prepare_threshold=5 if self._listen else None)
+                break
+            except psycopg.Error as exc:
+                # A burst of commands (200 cron jobs enqueueing at once) can find every
+                # connection slot taken: a moment later one is free.
+                if not any(words in str(exc) for words in _FULL_SERVER) or time.monotonic() >= deadline:
+                    raise DatabaseError(f"cannot connect to {self.path}: {self._words(exc)}") from None
+                time.sleep(0.05 + os.urandom(1)[0] / 1000)  # 50–305 ms, so the waiting spread out
+            except ValueError as exc:  # psycopg's own checks of the URL (a bad port, say)
+                raise DatabaseError(f"cannot connect to {self.path}: {self._words(exc)}") from None
         self._conn = conn
         try:
             if not self._durable:
