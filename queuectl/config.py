@@ -1,4 +1,5 @@
-"""Configuration keys, defaults, aliases and validation; load and save of config.json."""
+"""Configuration keys, defaults, aliases and validation; load and save of the settings: the
+home's config.json, or the PostgreSQL database (config.FileSettings and the store share a form)."""
 from __future__ import annotations
 
 import math
