@@ -6,7 +6,7 @@ import os
 from typing import Callable, Optional
 
 from ..errors import Conflict, NotFound
-from ..models import COMPLETED, FINISHED, PROCESSING
+from ..models import COMPLETED, DEAD, FINISHED, PROCESSING
 
 ALL_QUEUES = "*"  # the queues row of `pause` with no name: not a valid queue name, so no clash
 RETENTION_MINUTES = 31 * 24 * 60  # how long per-minute and per-hour aggregates are kept: `stats --since` at most
@@ -100,7 +100,8 @@ def minute_range(now: float, minutes: int) -> dict:
 class StoreRules:
     """The rules of the user's transitions that hold the same on every backend, over the
     backend's own reads and writes (states_of, _waiters, cancel_waiting, request_cancel,
-    _revive, next_run_at, resolve, pauses, _lift_pauses, _set, _prune, _write): no SQL here."""
+    _revive, _bury, _add_waits, next_run_at, resolve, pauses, _lift_pauses, _set, _prune,
+    _write): no SQL here."""
 
     def cancel(self, ids: list, now: float) -> list:
         """Cancel jobs, all or none: waiting ones go to the DLQ at once (cancel_waiting), running
@@ -181,6 +182,21 @@ class StoreRules:
             if child not in named:
                 raise Conflict(f"job {child} waits for {parent}; delete it too, or first let it finish")
         return states
+
+    def _link(self, waiting: dict, batch: set, stored: dict, now: float) -> None:
+        """Record what each new job waits for (`waiting`: id -> after; `stored`: the full id of
+        each token naming a stored job) and how many of those have not completed (_add_waits).
+        A job that waits for a dead job is dead at once, with its waiters."""
+        doomed = []
+        for job_id, after in waiting.items():
+            parents = list(dict.fromkeys(token if token in batch else stored[token] for token in after))
+            states = self.states_of([p for p in parents if p not in batch])
+            self._add_waits(job_id, parents, sum(1 for p in parents if p in batch or states[p] != COMPLETED))
+            dead = [p for p in parents if p not in batch and states[p] == DEAD]
+            if dead:
+                doomed.append((job_id, dead[0]))
+        for job_id, parent in doomed:
+            self._bury([job_id], dependency_dead(parent), now)
 
     def _resolve_after(self, token: str) -> str:
         try:

@@ -432,22 +432,10 @@ class PostgresStore(StoreRules):
             if progress is not None:
                 progress(len(chunk))
 
-    def _link(self, waiting: dict, batch: set, stored: dict, now: float) -> None:
-        """Record what each new job waits for and how many of those have not completed. A job
-        that waits for a dead job is dead at once, with its waiters."""
-        doomed = []
-        for job_id, after in waiting.items():
-            parents = list(dict.fromkeys(token if token in batch else stored[token] for token in after))
-            states = self.states_of([p for p in parents if p not in batch])
-            seq = self._one("SELECT seq FROM jobs WHERE id = %s", (job_id,))
-            self._conn.execute("INSERT INTO job_deps (child, parent) SELECT %s, unnest(%s::text[])", (seq, parents))
-            blocked = sum(1 for p in parents if p in batch or states[p] != COMPLETED)
-            self._conn.execute("UPDATE jobs SET blocked = %s WHERE seq = %s", (blocked, seq))
-            dead = [p for p in parents if p not in batch and states[p] == DEAD]
-            if dead:
-                doomed.append((job_id, dead[0]))
-        for job_id, parent in doomed:
-            self._bury([job_id], dependency_dead(parent), now)
+    def _add_waits(self, job_id: str, parents: list, blocked: int) -> None:
+        self._conn.execute("WITH c AS (UPDATE jobs SET blocked = %s WHERE id = %s RETURNING seq)"
+                           " INSERT INTO job_deps (child, parent) SELECT c.seq, unnest(%s::text[]) FROM c",
+                           (blocked, job_id, parents))
 
     # -- reading ---------------------------------------------------------------------------
 

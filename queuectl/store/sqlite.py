@@ -492,24 +492,11 @@ class SqliteStore(StoreRules):
     def _existing_ids(self, ids: list) -> set:
         return set(self.states_of(ids))
 
-    def _link(self, waiting: dict, batch: set, stored: dict, now: float) -> None:
-        """Record what each new job waits for (`waiting`: id -> after; `stored`: the full id of
-        each token naming a stored job) and how many of those have not completed. A job that
-        waits for a dead job is dead at once, with its waiters."""
-        doomed = []
-        for job_id, after in waiting.items():
-            parents = list(dict.fromkeys(token if token in batch else stored[token] for token in after))
-            states = self.states_of([p for p in parents if p not in batch])
-            seq = self._conn.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
-            self._conn.executemany("INSERT INTO job_deps (child, parent) VALUES (?, ?)",
-                                   [(seq, parent) for parent in parents])
-            blocked = sum(1 for p in parents if p in batch or states[p] != COMPLETED)
-            self._conn.execute("UPDATE jobs SET blocked = ? WHERE seq = ?", (blocked, seq))
-            dead = [p for p in parents if p not in batch and states[p] == DEAD]
-            if dead:
-                doomed.append((job_id, dead[0]))
-        for job_id, parent in doomed:
-            self._bury([job_id], dependency_dead(parent), now)
+    def _add_waits(self, job_id: str, parents: list, blocked: int) -> None:
+        seq = self._conn.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+        self._conn.executemany("INSERT INTO job_deps (child, parent) VALUES (?, ?)",
+                               [(seq, parent) for parent in parents])
+        self._conn.execute("UPDATE jobs SET blocked = ? WHERE seq = ?", (blocked, seq))
 
     # -- reading ---------------------------------------------------------------------------
 
