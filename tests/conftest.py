@@ -331,3 +331,55 @@ def job_state(home: str, job_id: str) -> dict:
     result = run_cli(home, "show", job_id, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+# What a gated enqueue runs: import everything, say it is ready, wait for the gate, then be
+# `queuectl ARGS...` (the race is what follows the imports, not the imports themselves).
+GATED_CLI = r"""
+import os, runpy, sys
+import queuectl.cli, queuectl.jobspec, queuectl.store.{backend}
+ready, go = int(sys.argv[1]), int(sys.argv[2])
+os.write(ready, b".")
+os.close(ready)
+os.read(go, 1)  # released all at once
+os.close(go)
+sys.argv = ["queuectl"] + sys.argv[3:]
+runpy.run_module("queuectl", run_name="__main__", alter_sys=True)
+"""
+
+
+def gated_enqueues(home: str, count: int, cwd: str, timeout: float, at_the_gate=lambda: None) -> list:
+    """`count` processes each enqueue a job `race-N`, released at the same instant once every
+    one has started (`at_the_gate()` runs while they wait); returns the failures:
+    (id, exit code, stderr) of each that did not print its id alone and exit 0."""
+    backend = "sqlite" if db_url(home) is None else "postgres"
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    procs = []
+    try:
+        for n in range(count):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", GATED_CLI.format(backend=backend), str(ready_w), str(go_r), "--home", home,
+                 "enqueue", "--id", f"race-{n}", "-q", f"echo {n}"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                pass_fds=(ready_w, go_r), env=cli_env(home)))
+        os.close(ready_w)
+        ready_w = None
+        got = b""
+        while len(got) < len(procs):  # every process has started, imported, and waits at the gate
+            chunk = os.read(ready_r, 4096)
+            assert chunk, "a gated enqueue died before the gate"
+            got += chunk
+        at_the_gate()
+        os.write(go_w, b"x" * len(procs))
+        results = [(p.args[-3], *p.communicate(timeout=timeout), p.returncode) for p in procs]
+    finally:
+        for fd in (ready_r, ready_w, go_r, go_w):
+            if fd is not None:
+                os.close(fd)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [(job_id, code, err) for job_id, out, err, code in results
+            if code != 0 or err or out.strip() != job_id]

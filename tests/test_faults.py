@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from conftest import Pools, cli_env, job_state, query, run_cli, wait_until
+from conftest import Pools, cli_env, gated_enqueues, job_state, query, run_cli, wait_until
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -545,53 +545,15 @@ def test_50_mb_of_output_is_streamed_to_the_log_not_held_in_memory(home, workdir
 
 # -- 200 enqueues racing on a fresh queue home ---------------------------------------------------
 
-GATED_CLI = r"""
-import os, runpy, sys
-import queuectl.cli, queuectl.jobspec, queuectl.store.sqlite  # import first: the race is what follows
-ready, go = int(sys.argv[1]), int(sys.argv[2])
-os.write(ready, b".")
-os.close(ready)
-os.read(go, 1)  # released all at once
-os.close(go)
-sys.argv = ["queuectl"] + sys.argv[3:]
-runpy.run_module("queuectl", run_name="__main__", alter_sys=True)
-"""
-
-
 @pytest.mark.timeout(240)
 def test_200_concurrent_enqueues_on_a_fresh_queue_home(home, workdir):
     """First use races the creation of the home, the database and its schema: all 200 succeed."""
     assert not os.path.exists(home)
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    procs = []
-    try:
-        for n in range(200):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", GATED_CLI, str(ready_w), str(go_r), "--home", home,
-                 "enqueue", "--id", f"race-{n}", "-q", f"echo {n}"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=workdir,
-                pass_fds=(ready_w, go_r)))
-        os.close(ready_w)
-        ready_w = None
-        got = b""
-        while len(got) < len(procs):  # every process has started, imported, and waits at the gate
-            chunk = os.read(ready_r, 4096)
-            assert chunk, "a gated enqueue died before the gate"
-            got += chunk
+
+    def still_no_home() -> None:  # every process has started and imported: none has created it yet
         assert not os.path.exists(home)
-        os.write(go_w, b"x" * len(procs))
-        results = [(p.args[-3], *p.communicate(timeout=200), p.returncode) for p in procs]
-    finally:
-        for fd in (ready_r, ready_w, go_r, go_w):
-            if fd is not None:
-                os.close(fd)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    failures = [(job_id, code, err) for job_id, out, err, code in results
-                if code != 0 or err or out.strip() != job_id]
+
+    failures = gated_enqueues(home, 200, workdir, timeout=200, at_the_gate=still_no_home)
     assert failures == [], failures[:5]
     counts = status(home)
     assert (counts["pending"], counts["total"]) == (200, 200)

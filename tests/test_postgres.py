@@ -11,17 +11,15 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from conftest import (DB_URLS, Pools, cli_env, job_state, private_pg_server, query, run_cli, schema_url,
-                      show_pool_log, wait_until)
+from conftest import (DB_URLS, Pools, cli_env, gated_enqueues, job_state, private_pg_server, query, run_cli,
+                      schema_url, show_pool_log, wait_until)
 import pg
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.timeout(240)]
@@ -367,50 +365,9 @@ def test_a_server_restart_under_a_running_pool_loses_no_job_and_runs_none_twice(
 
 # -- first use of a fresh database by many processes at once --------------------------------------------
 
-GATED_CLI = r"""
-import os, runpy, sys
-import queuectl.cli, queuectl.jobspec, queuectl.store.postgres  # import first: the race is what follows
-ready, go = int(sys.argv[1]), int(sys.argv[2])
-os.write(ready, b".")
-os.close(ready)
-os.read(go, 1)  # released all at once
-os.close(go)
-sys.argv = ["queuectl"] + sys.argv[3:]
-runpy.run_module("queuectl", run_name="__main__", alter_sys=True)
-"""
-
-
 def test_24_concurrent_first_enqueues_create_the_schema_once(home, workdir):
     """The tables do not exist yet: 24 processes race to create them; all enqueue."""
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    procs = []
-    try:
-        for n in range(24):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", GATED_CLI, str(ready_w), str(go_r), "--home", home,
-                 "enqueue", "--id", f"race-{n}", "-q", f"echo {n}"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=workdir,
-                pass_fds=(ready_w, go_r), env=cli_env(home)))
-        os.close(ready_w)
-        ready_w = None
-        got = b""
-        while len(got) < len(procs):
-            chunk = os.read(ready_r, 4096)
-            assert chunk, "a gated enqueue died before the gate"
-            got += chunk
-        os.write(go_w, b"x" * len(procs))
-        results = [(p.args[-3], *p.communicate(timeout=120), p.returncode) for p in procs]
-    finally:
-        for fd in (ready_r, ready_w, go_r, go_w):
-            if fd is not None:
-                os.close(fd)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    failures = [(job_id, code, err) for job_id, out, err, code in results
-                if code != 0 or err or out.strip() != job_id]
+    failures = gated_enqueues(home, 24, workdir, timeout=120)
     assert failures == [], failures[:5]
     counts = json.loads(ok(home, "status", "--json").stdout)
     assert (counts["pending"], counts["total"]) == (24, 24)
