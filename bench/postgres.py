@@ -800,14 +800,7 @@ def main() -> int:
             scratch.close()
     print()
     print(table(rows))
-    loads.append(os.getloadavg()[0])
-    print(f"\n1-minute load average before the measures: {' '.join(f'{x:.1f}' for x in loads[:-1])}; "
-          f"at the end {loads[-1]:.1f}; total {time.monotonic() - began:.0f} s")
-    if max(loads) > (os.cpu_count() or 1):
-        print("warning: the machine was busy (load above its core count): absolute numbers suffer; "
-              "ratios less so, since the backends took turns")
-    if failures:
-        print("\nfailed measures:\n  " + "\n  ".join(failures))
+    R.footer(loads, began, failures, "the backends took turns")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"machine": header, "mode": "quick" if args.quick else "full", "loads": loads,

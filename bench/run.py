@@ -969,6 +969,19 @@ MEASURES = {
 }
 
 
+def footer(loads: list, began: float, failures: list, turns: str) -> None:
+    """The lines after the table: the load average through the run (the end's appended to
+    `loads`), a warning if the machine was busy (`turns`: why ratios suffer less), failures."""
+    loads.append(os.getloadavg()[0])
+    print(f"\n1-minute load average before the measures: {' '.join(f'{x:.1f}' for x in loads[:-1])}; "
+          f"at the end {loads[-1]:.1f}; total {time.monotonic() - began:.0f} s")
+    if max(loads) > (os.cpu_count() or 1):
+        print(f"warning: the machine was busy (load above its core count): absolute numbers suffer; "
+              f"ratios less so, since {turns}")
+    if failures:
+        print("\nfailed measures:\n  " + "\n  ".join(failures))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs (under a minute)")
@@ -1031,14 +1044,7 @@ def main() -> int:
         scratch.close()
     print()
     print(table(rows))
-    loads.append(os.getloadavg()[0])
-    print(f"\n1-minute load average before the measures: {' '.join(f'{x:.1f}' for x in loads[:-1])}; "
-          f"at the end {loads[-1]:.1f}; total {time.monotonic() - began:.0f} s")
-    if max(loads) > (os.cpu_count() or 1):
-        print("warning: the machine was busy (load above its core count): absolute numbers suffer; "
-              "ratios less so, since each baseline ran in turn with queuectl")
-    if failures:
-        print("\nfailed measures:\n  " + "\n  ".join(failures))
+    footer(loads, began, failures, "each baseline ran in turn with queuectl")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"machine": header, "mode": "quick" if args.quick else "full", "loads": loads,
