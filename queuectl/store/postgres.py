@@ -205,7 +205,6 @@ class PostgresStore(StoreRules):
     """A queue's database on a PostgreSQL server. Open one per process (never share across fork)."""
 
     def __init__(self, url: str, durable: bool = True) -> None:
-        self.url = url
         self.path = redact(url)  # what messages name: never the password
         self._password = urlsplit(url).password
         self._conninfo, self._listen = connection_options(url)
@@ -234,6 +233,7 @@ class PostgresStore(StoreRules):
         deadline = time.monotonic() + FULL_SERVER_SECONDS
         while True:
             try:
+                # listen=off means PgBouncer in transaction mode, which cannot keep prepared statements either.
                 conn = psycopg.connect(self._conninfo, autocommit=True,
                                        prepare_threshold=5 if self._listen else None)
                 break
@@ -249,8 +249,7 @@ class PostgresStore(StoreRules):
         try:
             if not self._durable:
                 conn.execute("SET synchronous_commit = off")
-            self._migrate()
-            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            schema = self._migrate()
             self._channel = f"queuectl_{schema}"[:63]
         except psycopg.Error as exc:
             self._drop()
@@ -259,10 +258,12 @@ class PostgresStore(StoreRules):
             self._drop()
             raise
 
-    def _migrate(self) -> None:
-        version = self._version()
-        if version == SCHEMA_VERSION:
-            return
+    def _migrate(self) -> str:
+        """Bring the schema to SCHEMA_VERSION (one process at a time); returns the current schema's name."""
+        schema, known = self._conn.execute(
+            "SELECT current_schema(), to_regclass('queuectl_meta') IS NOT NULL").fetchone()
+        if known and self._version() == SCHEMA_VERSION:
+            return schema
         with self._write() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute("CREATE TABLE IF NOT EXISTS queuectl_meta (key text PRIMARY KEY, value text NOT NULL)")
@@ -274,6 +275,7 @@ class PostgresStore(StoreRules):
                 conn.execute(script)
             conn.execute("INSERT INTO queuectl_meta VALUES ('schema_version', %s) ON CONFLICT (key)"
                          " DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+        return schema
 
     def _version(self) -> int:
         if self._conn.execute("SELECT to_regclass('queuectl_meta')").fetchone()[0] is None:
@@ -1108,8 +1110,10 @@ _COUNT_UPSERT = (
     " FROM (VALUES (%(hour)s::bigint, %(minute)s::int), (%(hour)s, %(whole)s), (%(total)s, %(whole)s)) AS v(h, m)"
     " ON CONFLICT (hour, minute, queue, outcome) DO UPDATE SET runs = c.runs + 1,"
     " duration_sum = c.duration_sum + excluded.duration_sum,"
-    " duration_max = greatest(c.duration_max, excluded.duration_max), wait_max = greatest(c.wait_max, excluded.wait_max),"
-    " durations = c.durations || jsonb_build_object(%(dkey)s::text, coalesce((c.durations ->> %(dkey)s::text)::bigint, 0) + 1),"
+    " duration_max = greatest(c.duration_max, excluded.duration_max),"
+    " wait_max = greatest(c.wait_max, excluded.wait_max),"
+    " durations = c.durations"
+    " || jsonb_build_object(%(dkey)s::text, coalesce((c.durations ->> %(dkey)s::text)::bigint, 0) + 1),"
     " waits = c.waits || jsonb_build_object(%(wkey)s::text, coalesce((c.waits ->> %(wkey)s::text)::bigint, 0) + 1)"
 )
 _FAILURE_UPSERT = (
