@@ -99,8 +99,8 @@ def minute_range(now: float, minutes: int) -> dict:
 
 class StoreRules:
     """The rules of the user's transitions that hold the same on every backend, over the
-    backend's own reads and writes (states_of, _waiters, cancel_waiting, request_cancel,
-    _revive, _bury, _add_waits, next_run_at, resolve, pauses, _lift_pauses, _set, _prune,
+    backend's own reads and writes (states_of, _add_jobs and _duplicate_id, _waiters,
+    cancel_waiting, request_cancel, _revive, _bury, _add_waits, next_run_at, resolve, pauses, _lift_pauses, _set, _prune,
     _write): no SQL here."""
 
     def cancel(self, ids: list, now: float) -> list:
@@ -182,6 +182,43 @@ class StoreRules:
             if child not in named:
                 raise Conflict(f"job {child} waits for {parent}; delete it too, or first let it finish")
         return states
+
+    def insert(self, jobs: list, now: float, if_absent: bool = False,
+               progress: Optional[Callable[[int], None]] = None) -> list:
+        """Insert NewJobs in one transaction, all or none; returns the ids actually inserted.
+
+        With `if_absent`, jobs whose id exists already are skipped instead of refusing all.
+        `progress(n)` is told as each n more rows are written (for a progress bar).
+        """
+        given = [j.id for j in jobs if j.id is not None]
+        fresh = iter(new_job_ids(len(jobs) - len(given)))
+        ids = [job.id or next(fresh) for job in jobs]
+        if not if_absent and len(set(given)) < len(given):
+            refuse_repeats(given)
+        rows = [(job_id, j.command, j.max_retries, j.priority, j.timeout, j.run_at, j.cwd, now, now, j.queue)
+                for job_id, j in zip(ids, jobs)]
+        try:
+            with self._write():
+                existing = set(self.states_of(given)) if if_absent else set()
+                waiting: dict = {}
+                for job_id, after in [(job_id, j.after) for job_id, j in zip(ids, jobs) if j.after]:
+                    if job_id not in existing:
+                        waiting.setdefault(job_id, after)
+                batch = set(ids) - existing
+                # Resolved before the batch is in: a prefix names a job stored before, never one of the batch.
+                stored = {token: self._resolve_after(token)
+                          for token in {t for after in waiting.values() for t in after} - batch}
+                self._add_jobs(rows, sorted({j.queue for j in jobs}), if_absent, progress)
+                if waiting:
+                    self._link(waiting, batch, stored, now)
+        except self._duplicate_id:
+            # Looked up after the rollback, so ids inserted earlier in this batch are not named.
+            taken = sorted(self.states_of(given))
+            shown = ", ".join(taken[:5]) + (" ..." if len(taken) > 5 else "")
+            raise Conflict(f"job id already exists: {shown}; nothing was enqueued") from None
+        if not if_absent:
+            return ids
+        return list(dict.fromkeys(job_id for job_id in ids if job_id not in existing))
 
     def _link(self, waiting: dict, batch: set, stored: dict, now: float) -> None:
         """Record what each new job waits for (`waiting`: id -> after; `stored`: the full id of

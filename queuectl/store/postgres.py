@@ -35,8 +35,7 @@ from ..models import (CANCELLED, COMPLETED, DEAD, FAILED, FAILED_RUNS, FINISHED,
                       Job, QueueInfo, Run, WorkerInfo)
 from . import redact
 from .common import (ALL_QUEUES, COMMAND_CHARS, RETENTION_MINUTES, TOTAL_HOUR, WHOLE_HOUR, StoreRules,
-                     claim_scope, command_hash, dependency_dead, minute_range, new_job_ids, pauses_of, paused_map,
-                     refuse_repeats, window_bounds)
+                     claim_scope, command_hash, dependency_dead, minute_range, pauses_of, paused_map, window_bounds)
 
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
 FULL_SERVER_SECONDS = 30.0  # how long to wait for a free connection slot
@@ -384,55 +383,26 @@ class PostgresStore(StoreRules):
 
     # -- enqueue ---------------------------------------------------------------------------
 
-    def insert(self, jobs: list, now: float, if_absent: bool = False,
-               progress: Optional[Callable[[int], None]] = None) -> list:
-        """Insert NewJobs in one transaction, all or none; returns the ids actually inserted."""
-        given = [j.id for j in jobs if j.id is not None]
-        fresh = iter(new_job_ids(len(jobs) - len(given)))
-        ids = [job.id or next(fresh) for job in jobs]
-        if not if_absent and len(set(given)) < len(given):
-            refuse_repeats(given)
-        rows = [(job_id, j.command, j.max_retries, j.priority, j.timeout, j.run_at, j.cwd, now, now, j.queue)
-                for job_id, j in zip(ids, jobs)]
-        try:
-            with self._write() as conn:
-                existing = set(self.states_of(given)) if if_absent else set()
-                waiting: dict = {}
-                for job_id, after in [(job_id, j.after) for job_id, j in zip(ids, jobs) if j.after]:
-                    if job_id not in existing:
-                        waiting.setdefault(job_id, after)
-                batch = set(ids) - existing
-                stored = {token: self._resolve_after(token)
-                          for token in {t for after in waiting.values() for t in after} - batch}
-                self._insert_rows(rows, if_absent, progress)
-                conn.execute("INSERT INTO queues (name) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
-                             (sorted({j.queue for j in jobs}),))
-                if waiting:
-                    self._link(waiting, batch, stored, now)
-                self._notify()
-        except psycopg.errors.UniqueViolation:
-            taken = sorted(self.states_of(given))
-            shown = ", ".join(taken[:5]) + (" ..." if len(taken) > 5 else "")
-            raise Conflict(f"job id already exists: {shown}; nothing was enqueued") from None
-        if not if_absent:
-            return ids
-        return list(dict.fromkeys(job_id for job_id in ids if job_id not in existing))
+    _duplicate_id = psycopg.errors.UniqueViolation
 
-    def _insert_rows(self, rows: list, if_absent: bool, progress: Optional[Callable[[int], None]]) -> None:
-        """Arrays of columns unnested in one statement per 5,000 jobs, in the batch's order (the
-        enqueue order)."""
+    def _add_jobs(self, rows: list, queues: list, if_absent: bool,
+                  progress: Optional[Callable[[int], None]]) -> None:
+        """Insert the jobs' rows (see StoreRules.insert): arrays of columns unnested in one
+        statement per 5,000 jobs, in the batch's order (the enqueue order); add their queues,
+        and wake idle workers once."""
         skip = " ON CONFLICT (id) DO NOTHING" if if_absent else ""
         for start in range(0, len(rows), 5000):
             chunk = rows[start:start + 5000]
-            columns = [list(column) for column in zip(*chunk)]
             self._conn.execute(
                 "INSERT INTO jobs (id, command, state, max_retries, priority, timeout, run_at, cwd,"
                 " created_at, updated_at, queue) SELECT i, c, 'pending', m, p, t, r, w, a, u, q FROM"
                 " unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::float8[], %s::float8[],"
                 " %s::text[], %s::float8[], %s::float8[], %s::text[]) WITH ORDINALITY"
-                f" AS x(i, c, m, p, t, r, w, a, u, q, n) ORDER BY n{skip}", columns)
+                f" AS x(i, c, m, p, t, r, w, a, u, q, n) ORDER BY n{skip}", [list(column) for column in zip(*chunk)])
             if progress is not None:
                 progress(len(chunk))
+        self._conn.execute("INSERT INTO queues (name) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING", (queues,))
+        self._notify()
 
     def _add_waits(self, job_id: str, parents: list, blocked: int) -> None:
         self._conn.execute("WITH c AS (UPDATE jobs SET blocked = %s WHERE id = %s RETURNING seq)"

@@ -17,10 +17,9 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 from ..errors import Conflict, DatabaseDamaged, NotFound, StoreError
 from ..home import create_private
 from .common import (ALL_QUEUES, COMMAND_CHARS, RETENTION_MINUTES, TOTAL_HOUR, WHOLE_HOUR, StoreRules,
-                     claim_scope, command_hash, dependency_dead, minute_range, new_job_ids, pauses_of, paused_map,
-                     refuse_repeats, window_bounds)
+                     claim_scope, command_hash, dependency_dead, minute_range, pauses_of, paused_map, window_bounds)
 from .. import stats
-from ..models import (CANCELLED, COMPLETED, DEAD, FAILED, FAILED_RUNS, FINISHED, PENDING, PROCESSING, STATES,
+from ..models import (CANCELLED, COMPLETED, DEAD, FAILED, FAILED_RUNS, FINISHED, PROCESSING, STATES,
                      Job, QueueInfo, Run, WorkerInfo)
 
 # Callers catch these to report a database failure with its path, without importing sqlite3.
@@ -444,53 +443,16 @@ class SqliteStore(StoreRules):
 
     # -- enqueue ---------------------------------------------------------------------------
 
-    def insert(self, jobs: list, now: float, if_absent: bool = False,
-               progress: Optional[Callable[[int], None]] = None) -> list:
-        """Insert NewJobs in one transaction, all or none; returns the ids actually inserted.
+    _duplicate_id = sqlite3.IntegrityError
 
-        With `if_absent`, jobs whose id exists already are skipped instead of refusing all.
-        `progress(n)` is told as each n more rows are written (for a progress bar).
-        """
-        given = [j.id for j in jobs if j.id is not None]
-        fresh = iter(new_job_ids(len(jobs) - len(given)))
-        ids = [job.id or next(fresh) for job in jobs]
-        if not if_absent and len(set(given)) < len(given):
-            refuse_repeats(given)
-        rows = [
-            (job_id, j.command, PENDING, j.max_retries, j.priority, j.timeout, j.run_at, j.cwd, now, now, j.queue)
-            for job_id, j in zip(ids, jobs)
-        ]
-        verb = "INSERT OR IGNORE" if if_absent else "INSERT"
-        try:
-            with self._write() as conn:
-                existing = self._existing_ids(given) if if_absent else set()
-                waiting: dict = {}
-                for job_id, after in [(job_id, j.after) for job_id, j in zip(ids, jobs) if j.after]:
-                    if job_id not in existing:
-                        waiting.setdefault(job_id, after)
-                batch = set(ids) - existing
-                # Resolved before the batch is in: a prefix names a job stored before, never one of the batch.
-                stored = {token: self._resolve_after(token)
-                          for token in {t for after in waiting.values() for t in after} - batch}
-                before = conn.total_changes
-                _insert_rows(conn, verb, rows, progress)
-                conn.execute("UPDATE job_counts SET n = n + ? WHERE state = 'pending'",
-                             (conn.total_changes - before,))
-                conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
-                                 [(queue,) for queue in {j.queue for j in jobs}])
-                if waiting:
-                    self._link(waiting, batch, stored, now)
-        except sqlite3.IntegrityError:
-            # Looked up after the rollback, so ids inserted earlier in this batch are not named.
-            taken = sorted(self._existing_ids(given))
-            shown = ", ".join(taken[:5]) + (" ..." if len(taken) > 5 else "")
-            raise Conflict(f"job id already exists: {shown}; nothing was enqueued") from None
-        if not if_absent:
-            return ids
-        return list(dict.fromkeys(job_id for job_id in ids if job_id not in existing))
-
-    def _existing_ids(self, ids: list) -> set:
-        return set(self.states_of(ids))
+    def _add_jobs(self, rows: list, queues: list, if_absent: bool,
+                  progress: Optional[Callable[[int], None]]) -> None:
+        """Insert the jobs' rows (see StoreRules.insert), count them, and add their queues."""
+        before = self._conn.total_changes
+        _insert_rows(self._conn, "INSERT OR IGNORE" if if_absent else "INSERT", rows, progress)
+        self._conn.execute("UPDATE job_counts SET n = n + ? WHERE state = 'pending'",
+                           (self._conn.total_changes - before,))
+        self._conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)", [(queue,) for queue in queues])
 
     def _add_waits(self, job_id: str, parents: list, blocked: int) -> None:
         seq = self._conn.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
@@ -1194,14 +1156,14 @@ for _name, _method in [(name, getattr(SqliteStore, name)) for name in dir(Sqlite
 
 
 _INSERT_COLUMNS = "(id, command, state, max_retries, priority, timeout, run_at, cwd, created_at, updated_at, queue)"
-_ROWS_PER_STATEMENT = 90  # 990 parameters: under SQLite's oldest limit of 999 per statement
+_ROWS_PER_STATEMENT = 99  # 990 parameters: under SQLite's oldest limit of 999 per statement
 
 
 def _insert_rows(conn: sqlite3.Connection, verb: str, rows: list,
                  progress: Optional[Callable[[int], None]] = None) -> None:
     """Insert many rows per statement: Python's sqlite3 costs more per statement than SQLite
     costs per row, so this halves bulk enqueue time."""
-    one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    one = "(?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)"
     per = _ROWS_PER_STATEMENT
     full = len(rows) - len(rows) % per
     if full:
